@@ -1,0 +1,56 @@
+# The interface: setup, demo, test, lint, bench, up, down. See README.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+ST := $(VENV)/bin/streamtrain
+KAFKA_LIBS := infra/kafka/libs
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+export TF_ENABLE_ONEDNN_OPTS ?= 0
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: setup demo test test-fast lint format bench up down clean kafka-jars
+
+setup: $(VENV)/.installed $(KAFKA_LIBS)/.fetched
+
+# Re-installs only when pyproject.toml changes, so re-running is fast.
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+kafka-jars: $(KAFKA_LIBS)/.fetched
+$(KAFKA_LIBS)/.fetched: infra/kafka/pom.xml
+	@command -v mvn >/dev/null || { echo "error: mvn not found; install Maven (and Java 17+)" >&2; exit 1; }
+	@rm -rf $(KAFKA_LIBS)
+	cd infra/kafka && mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=libs
+	@touch $@
+
+demo: setup
+	$(PY) -m flows.demo
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest tests/unit
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+up: setup
+	$(ST) kafka start
+
+down:
+	-$(ST) kafka stop
+
+clean: down
+	rm -rf .streamtrain

@@ -1,0 +1,110 @@
+"""Flow `simulate`: produce the drone-delivery world to Kafka, as fast as possible or paced."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+from prefect import flow
+from rich.progress import Progress
+
+from tasks.schema import StreamSchema, load_schema
+from tasks.settings import Settings, get_settings
+from tasks.simulator import SimRecord, SimulationConfig, expected_counts, generate
+from tasks.stream import ensure_topic, produce
+from tasks.windowing import format_instant, from_ms, parse_instant
+
+
+def paced(records: Iterable[SimRecord], start: datetime, speedup: float) -> Iterator[SimRecord]:
+    """Release each record when its event time comes, with the clock sped up by `speedup`."""
+    wall_start = time.monotonic()
+    start_ms = start.timestamp() * 1000
+    for record in records:
+        due = wall_start + (record.timestamp_ms - start_ms) / 1000 / speedup
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        yield record
+
+
+def run_simulation(
+    settings: Settings,
+    schema: StreamSchema,
+    *,
+    start: str,
+    hours: int,
+    scenario: str,
+    seed: int,
+    stores: int = 100,
+    daylight_hours: int = 8,
+    drift_at: str | None = None,
+    topic: str | None = None,
+    realtime: float | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Generate the scenario and write it to the topic; returns a summary for people and scripts."""
+    begin = parse_instant(start)
+    config = SimulationConfig(
+        start=begin,
+        hours=hours,
+        scenario=scenario,
+        seed=seed,
+        stores=stores,
+        daylight_hours=daylight_hours,
+        drift_at=parse_instant(drift_at) if drift_at else None,
+    )
+    topic = topic or schema.topic
+    ensure_topic(settings, topic)
+    total = expected_counts(config)
+    first: list[int] = []
+    last: list[int] = []
+
+    def tracked(records: Iterable[SimRecord]) -> Iterator[SimRecord]:
+        for record in records:
+            if not first:
+                first.append(record.timestamp_ms)
+            last[:] = [record.timestamp_ms]
+            yield record
+
+    stream: Iterable[SimRecord] = tracked(generate(config))
+    if realtime:
+        stream = paced(stream, begin, realtime)
+    if progress:
+        with Progress(transient=True) as bar:
+            job = bar.add_task(f"Producing to {topic}", total=total)
+            sent = produce(settings, topic, stream, on_sent=lambda n: bar.advance(job, n))
+    else:
+        sent = produce(settings, topic, stream)
+    return {
+        "topic": topic,
+        "records": sent,
+        "scenario": scenario,
+        "seed": seed,
+        "start": format_instant(begin),
+        "hours": hours,
+        "first_event": format_instant(from_ms(first[0])) if first else None,
+        "last_event": format_instant(from_ms(last[0])) if last else None,
+    }
+
+
+@flow(name="simulate", log_prints=True)
+def simulate(
+    start: str = "2026-01-05T00:00Z",
+    hours: int = 168,
+    scenario: str = "none",
+    seed: int = 7,
+    realtime: float | None = None,
+) -> dict[str, Any]:
+    """Produce simulated observations (the `simulate-live` deployment paces them in real time)."""
+    settings = get_settings()
+    return run_simulation(
+        settings,
+        load_schema(settings.schema_path),
+        start=start,
+        hours=hours,
+        scenario=scenario,
+        seed=seed,
+        realtime=realtime,
+    )

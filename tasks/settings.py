@@ -1,0 +1,186 @@
+"""One typed settings object for the whole pipeline, read from the environment.
+
+`STREAMTRAIN_*` variables plus the ecosystem's own names (`KAFKA_BOOTSTRAP_SERVERS`,
+`MLFLOW_TRACKING_URI`, `PREFECT_API_URL`). Defaults give the embedded local setup.
+Reading settings has no side effects: nothing is created at import or construction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Everything that is configuration, with the local embedded defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMTRAIN_",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    # --- where things live -------------------------------------------------------------
+    home: Path = Field(
+        default=PROJECT_ROOT / ".streamtrain",
+        description="Runtime state (broker data, logs, pid files); git-ignored.",
+    )
+    schema_path: Path = Field(
+        default=PROJECT_ROOT / "schemas" / "drone.yaml",
+        validation_alias=AliasChoices("STREAMTRAIN_SCHEMA", "schema_path"),
+        description="The stream's schema file.",
+    )
+
+    # --- Kafka ---------------------------------------------------------------------------
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
+        description="An existing cluster; when unset the embedded broker is used.",
+    )
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    kafka_controller_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Defaults to kafka_port + 1."
+    )
+    kafka_jars_dir: Path = PROJECT_ROOT / "infra" / "kafka" / "libs"
+    kafka_heap: str = "512M"
+    kafka_start_timeout_s: float = Field(default=60.0, gt=0)
+    kafka_partitions: int = Field(default=3, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_request_timeout_ms: int = Field(default=30000, ge=1000)
+    dead_letter_topic: str | None = Field(
+        default=None, description="Defaults to '<schema topic>.dead-letter'."
+    )
+
+    # --- windows -------------------------------------------------------------------------
+    allowed_lateness_s: int = Field(
+        default=600,
+        ge=0,
+        description="How far stream time may pass a window's end before it closes.",
+    )
+    max_clock_skew_s: int = Field(
+        default=300,
+        ge=0,
+        description="How far an event time may lie after its Kafka timestamp before it is "
+        "distrusted (the record is then placed by its Kafka timestamp).",
+    )
+
+    # --- MLflow / Prefect ------------------------------------------------------------------
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "mlflow_tracking_uri"),
+    )
+    mlflow_dir: Path = PROJECT_ROOT / "mlflow"
+    prefect_api_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PREFECT_API_URL", "prefect_api_url"),
+    )
+
+    # --- determinism ---------------------------------------------------------------------
+    seed: int = 7
+
+    # --- the model -----------------------------------------------------------------------
+    hidden_units: tuple[int, ...] = (32, 16)
+    embedding_dim: int = Field(default=4, ge=1, description="For open-vocabulary categoricals.")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    retrain_learning_rate: float = Field(default=3e-3, gt=0)
+    finetune_learning_rate: float = Field(default=1e-3, gt=0)
+    retrain_epochs: int = Field(default=20, ge=1)
+    finetune_epochs: int = Field(default=5, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+
+    # --- training data -------------------------------------------------------------------
+    retrain_days: int = Field(default=14, ge=1, description="Training range of a full retrain.")
+    holdout_hours: int = Field(
+        default=24, ge=1, description="Most recent hours of a retrain range kept for evaluation."
+    )
+    replay_hours: int = Field(
+        default=72, ge=0, description="Recent history sampled into each fine-tune (no forgetting)."
+    )
+    replay_samples: int = Field(default=400, ge=0)
+
+    # --- the promotion gate --------------------------------------------------------------
+    primary_metric: Literal["accuracy", "f1", "auc"] = "f1"
+    absolute_floor: float = Field(default=0.5, ge=0.0, le=1.0)
+    tolerance: float = Field(
+        default=0.02, ge=0.0, le=1.0, description="How much worse a challenger may be."
+    )
+    recent_holdout_hours: int = Field(default=8, ge=1)
+    long_holdout_hours: int = Field(default=48, ge=1)
+    bootstrap_samples: int = Field(default=500, ge=50)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    rollback_hours: int = Field(
+        default=6, ge=1, description="Hours of live accuracy a new champion is judged on."
+    )
+    rollback_margin: float = Field(default=0.05, ge=0.0, le=1.0)
+
+    @field_validator("kafka_bootstrap_servers", "mlflow_tracking_uri", "prefect_api_url")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> Settings:
+        if self.kafka_controller_port is not None and self.kafka_controller_port == self.kafka_port:
+            raise ValueError("kafka_controller_port must differ from kafka_port")
+        return self
+
+    # --- derived values ------------------------------------------------------------------
+    @property
+    def embedded_kafka(self) -> bool:
+        """True when the project runs its own broker (no external cluster configured)."""
+        return self.kafka_bootstrap_servers is None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def controller_port(self) -> int:
+        return self.kafka_controller_port or self.kafka_port + 1
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.home / "kafka"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.mlflow_dir / "artifacts"
+
+    def kafka_client_config(self) -> dict[str, object]:
+        """Connection options shared by every kafka-python client (security passes through)."""
+        config: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.kafka_security_protocol,
+            "request_timeout_ms": self.kafka_request_timeout_ms,
+        }
+        if self.kafka_sasl_mechanism:
+            config["sasl_mechanism"] = self.kafka_sasl_mechanism
+            config["sasl_plain_username"] = self.kafka_sasl_username
+            if self.kafka_sasl_password is not None:
+                config["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_cafile:
+            config["ssl_cafile"] = str(self.kafka_ssl_cafile)
+        return config
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, with explicit overrides (CLI options) on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]

@@ -1,0 +1,414 @@
+"""Kafka I/O: topics, producing records, reading one event-time window, the dead-letter topic.
+
+All Kafka client code of the project lives here. `read_window` uses the broker's time index
+(`offsets_for_times`) to start near the window, applies the membership rule of
+`tasks.windowing`, and accounts for every record it reads: used, duplicate, malformed or late.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pandas as pd
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from tasks.schema import MalformedRecord, StreamSchema, decode_record
+from tasks.settings import Settings
+from tasks.windowing import PartitionScan, Verdict, Window, format_instant, from_ms, place
+
+log = logging.getLogger(__name__)
+
+
+class StreamError(RuntimeError):
+    """Kafka could not be used (unreachable cluster, missing topic); the message says why."""
+
+
+class OutgoingRecord(Protocol):
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A record that was read but not used, with where it came from and why."""
+
+    kind: str  # malformed | duplicate | late | quarantined
+    reason: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class WindowManifest:
+    """The account of one window read: what was used, what was set aside, what was covered."""
+
+    topic: str
+    window: Window
+    rows: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    late: int = 0
+    label_counts: dict[str, int] = field(default_factory=dict)
+    offsets: dict[str, list[int]] = field(default_factory=dict)
+    closed: bool = False
+    dead_lettered: int = 0
+    set_aside: list[SetAside] = field(default_factory=list)
+
+    @property
+    def records_read(self) -> int:
+        return self.rows + self.duplicates + self.malformed + self.late
+
+    def data_hash(self, frame: pd.DataFrame) -> str:
+        return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        reasons = Counter(f"{a.kind}: {a.reason}" for a in self.set_aside)
+        return {
+            "topic": self.topic,
+            "window_start": format_instant(self.window.start),
+            "window_end": format_instant(self.window.end),
+            "rows": self.rows,
+            "duplicates": self.duplicates,
+            "malformed": self.malformed,
+            "late": self.late,
+            "records_read": self.records_read,
+            "label_counts": self.label_counts,
+            "offsets": self.offsets,
+            "closed": self.closed,
+            "dead_lettered": self.dead_lettered,
+            "set_aside_reasons": dict(sorted(reasons.items())),
+        }
+
+
+@dataclass
+class WindowRead:
+    """A window's rows (a DataFrame in the schema's column order) and its manifest."""
+
+    frame: pd.DataFrame
+    manifest: WindowManifest
+
+
+# --- clients -------------------------------------------------------------------------------
+
+
+def _client_error(settings: Settings, exc: Exception) -> StreamError:
+    return StreamError(
+        f"Kafka at {settings.bootstrap_servers} did not answer ({exc.__class__.__name__}: {exc}). "
+        "Start the embedded broker with `streamtrain kafka start`, or set KAFKA_BOOTSTRAP_SERVERS."
+    )
+
+
+@contextmanager
+def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
+    try:
+        client = KafkaAdminClient(
+            **settings.kafka_client_config(), bootstrap_timeout_ms=10000, client_id="streamtrain"
+        )
+    except KafkaError as exc:
+        raise _client_error(settings, exc) from None
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@contextmanager
+def producer(settings: Settings, **options: Any) -> Iterator[KafkaProducer]:
+    """An idempotent producer (acks=all; kafka-python 3 defaults, kept on purpose)."""
+    config: dict[str, Any] = {"linger_ms": 20, "batch_size": 256 * 1024, "client_id": "streamtrain"}
+    config.update(options)
+    try:
+        client = KafkaProducer(**settings.kafka_client_config(), bootstrap_timeout_ms=10000, **config)
+    except KafkaError as exc:
+        raise _client_error(settings, exc) from None
+    try:
+        yield client
+        client.flush()
+    finally:
+        client.close()
+
+
+def _consumer(settings: Settings, **options: Any) -> KafkaConsumer:
+    config: dict[str, Any] = {
+        "group_id": None,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "client_id": "streamtrain-reader",
+        "bootstrap_timeout_ms": 10000,
+    }
+    config.update(options)
+    try:
+        return KafkaConsumer(**settings.kafka_client_config(), **config)
+    except KafkaError as exc:
+        raise _client_error(settings, exc) from None
+
+
+def ensure_topic(settings: Settings, topic: str, partitions: int | None = None) -> bool:
+    """Create the topic if it does not exist; returns True when it was created."""
+    with admin_client(settings) as admin:
+        if topic in admin.list_topics():
+            return False
+        spec = {
+            "num_partitions": partitions or settings.kafka_partitions,
+            "replication_factor": settings.kafka_replication_factor,
+        }
+        try:
+            admin.create_topics({topic: spec}, wait_for_metadata=True)
+        except TopicAlreadyExistsError:
+            return False
+        return True
+
+
+def topic_partitions(settings: Settings, topic: str) -> list[int]:
+    with admin_client(settings) as admin:
+        described = admin.describe_topics([topic])
+    for entry in described:
+        if entry.get("name") == topic and entry.get("error_code", 0) == 0:
+            return sorted(p["partition_index"] for p in entry["partitions"])
+    raise StreamError(f"topic '{topic}' does not exist on {settings.bootstrap_servers}")
+
+
+# --- producing -----------------------------------------------------------------------------
+
+
+def produce(
+    settings: Settings,
+    topic: str,
+    records: Iterable[OutgoingRecord],
+    *,
+    on_sent: Callable[[int], None] | None = None,
+) -> int:
+    """Send records with their own Kafka timestamps; returns how many were acknowledged."""
+    sent = 0
+    failures: list[Exception] = []
+
+    def failed(exc: Exception) -> None:
+        failures.append(exc)
+
+    with producer(settings) as client:
+        for record in records:
+            client.send(
+                topic, key=record.key, value=record.value, timestamp_ms=record.timestamp_ms
+            ).add_errback(failed)
+            sent += 1
+            if on_sent is not None and sent % 1000 == 0:
+                on_sent(1000)
+        client.flush()
+    if on_sent is not None and sent % 1000:
+        on_sent(sent % 1000)
+    if failures:
+        raise StreamError(f"{len(failures)} of {sent} records were not written: {failures[0]}")
+    return sent
+
+
+def dead_letter(settings: Settings, schema: StreamSchema, items: list[SetAside]) -> int:
+    """Send set-aside records to the dead-letter topic with their reason and source offset.
+
+    The dead-letter topic is at-least-once: re-reading a window sends its set-aside records
+    again; the `source` block (topic, partition, offset) identifies repeats.
+    """
+    if not items:
+        return 0
+    topic = schema.dead_letter_topic(settings.dead_letter_topic)
+    ensure_topic(settings, topic, partitions=1)
+    with producer(settings) as client:
+        for item in items:
+            envelope = {
+                "kind": item.kind,
+                "reason": item.reason,
+                "source": {
+                    "topic": schema.topic,
+                    "partition": item.partition,
+                    "offset": item.offset,
+                    "timestamp_ms": item.timestamp_ms,
+                },
+                "value": None if item.value is None else item.value.decode("utf-8", "replace"),
+            }
+            headers = [
+                ("source-topic", schema.topic.encode()),
+                ("source-partition", str(item.partition).encode()),
+                ("source-offset", str(item.offset).encode()),
+                ("reason", item.kind.encode()),
+            ]
+            client.send(
+                topic,
+                key=item.key,
+                value=json.dumps(envelope, sort_keys=True).encode(),
+                headers=headers,
+                timestamp_ms=item.timestamp_ms,
+            )
+    return len(items)
+
+
+# --- reading a window ----------------------------------------------------------------------
+
+
+@dataclass
+class _Candidate:
+    partition: int
+    offset: int
+    decoded: dict[str, Any]
+
+
+def read_window(
+    settings: Settings,
+    schema: StreamSchema,
+    window: Window,
+    *,
+    topic: str | None = None,
+    send_dead_letters: bool = True,
+    require_label: bool = True,
+) -> WindowRead:
+    """Read the records of one event-time window across all partitions of the topic."""
+    topic = topic or schema.topic
+    manifest = WindowManifest(topic=topic, window=window)
+    candidates: list[_Candidate] = []
+    consumer = _consumer(settings)
+    try:
+        partitions = [TopicPartition(topic, p) for p in topic_partitions(settings, topic)]
+        consumer.assign(partitions)
+        scan_from = window.start_ms - settings.max_clock_skew_s * 1000
+        starts = consumer.offsets_for_times({tp: scan_from for tp in partitions})
+        ends = consumer.end_offsets(partitions)
+        scans: dict[TopicPartition, PartitionScan] = {}
+        for tp in partitions:
+            found = starts.get(tp)
+            if found is None or found.offset >= ends[tp]:
+                continue
+            consumer.seek(tp, found.offset)
+            scans[tp] = PartitionScan(
+                window.start_ms,
+                window.end_ms,
+                schema.window_ms,
+                settings.allowed_lateness_s * 1000,
+            )
+            manifest.offsets[f"{topic}-{tp.partition}"] = [found.offset, found.offset - 1]
+        _scan(settings, schema, consumer, scans, ends, manifest, candidates, require_label)
+        manifest.closed = bool(scans) and all(scan.stopped for scan in scans.values())
+    finally:
+        consumer.close()
+    frame = _used_rows(schema, candidates, manifest)
+    if send_dead_letters:
+        manifest.dead_lettered = dead_letter(
+            settings, schema, [a for a in manifest.set_aside if a.kind != "duplicate"]
+        )
+    return WindowRead(frame=frame, manifest=manifest)
+
+
+def _scan(
+    settings: Settings,
+    schema: StreamSchema,
+    consumer: KafkaConsumer,
+    scans: dict[TopicPartition, PartitionScan],
+    ends: dict[TopicPartition, int],
+    manifest: WindowManifest,
+    candidates: list[_Candidate],
+    require_label: bool,
+) -> None:
+    skew_ms = settings.max_clock_skew_s * 1000
+    active = {tp for tp in scans if consumer.position(tp) < ends[tp]}
+    idle_polls = 0
+    while active:
+        batch = consumer.poll(timeout_ms=1000, max_records=2000)
+        idle_polls = 0 if batch else idle_polls + 1
+        if idle_polls > settings.kafka_request_timeout_ms // 1000:
+            raise StreamError(f"reading {manifest.window} from '{manifest.topic}' stalled")
+        for tp, records in batch.items():
+            if tp not in active:
+                continue
+            scan = scans[tp]
+            for record in records:
+                if record.offset >= ends[tp] or scan.stopped:
+                    break
+                _classify(schema, scan, record, skew_ms, manifest, candidates, require_label)
+                if not scan.stopped:
+                    manifest.offsets[f"{tp.topic}-{tp.partition}"][1] = record.offset
+            if scan.stopped or consumer.position(tp) >= ends[tp]:
+                active.discard(tp)
+                consumer.pause(tp)
+
+
+def _classify(
+    schema: StreamSchema,
+    scan: PartitionScan,
+    record: Any,
+    skew_ms: int,
+    manifest: WindowManifest,
+    candidates: list[_Candidate],
+    require_label: bool,
+) -> None:
+    problem: str | None = None
+    decoded: dict[str, Any] | None = None
+    event_ms: int | None = None
+    try:
+        decoded = decode_record(schema, record.value, require_label=require_label)
+        event_ms = decoded["_event_ms"]
+    except MalformedRecord as exc:
+        problem = str(exc)
+    placed_ms, trusted = place(event_ms, record.timestamp, skew_ms)
+    if event_ms is not None and not trusted:
+        problem = (
+            f"event time {format_instant(from_ms(event_ms))} is after its Kafka timestamp "
+            f"{format_instant(from_ms(record.timestamp))} by more than the allowed clock skew"
+        )
+    verdict = scan.observe(record.timestamp, placed_ms)
+    if verdict in (Verdict.OTHER, Verdict.STOP):
+        return
+
+    def aside(kind: str, reason: str) -> SetAside:
+        return SetAside(kind, reason, record.partition, record.offset, record.timestamp,
+                        record.key, record.value)
+
+    if verdict is Verdict.LATE:
+        manifest.late += 1
+        manifest.set_aside.append(aside("late", f"arrived after window {format_instant(from_ms(placed_ms))} closed"))
+    elif problem is not None or decoded is None:
+        manifest.malformed += 1
+        manifest.set_aside.append(aside("malformed", problem or "unreadable"))
+    else:
+        candidates.append(_Candidate(record.partition, record.offset, decoded))
+
+
+def _used_rows(
+    schema: StreamSchema, candidates: list[_Candidate], manifest: WindowManifest
+) -> pd.DataFrame:
+    """Drop repeats of (key, event time), then order rows deterministically."""
+    seen: set[tuple[Any, int]] = set()
+    rows: list[dict[str, Any]] = []
+    order: list[tuple[int, str, int, int]] = []
+    for cand in sorted(candidates, key=lambda c: (c.partition, c.offset)):
+        key = cand.decoded.get(schema.key) if schema.key else None
+        identity = (key, cand.decoded["_event_ms"])
+        if identity in seen:
+            manifest.duplicates += 1
+            manifest.set_aside.append(
+                SetAside("duplicate", f"repeats {schema.key}={key} at the same event time",
+                         cand.partition, cand.offset, cand.decoded["_event_ms"], None, None)
+            )
+            continue
+        seen.add(identity)
+        rows.append(cand.decoded)
+        order.append((cand.decoded["_event_ms"], str(key), cand.partition, cand.offset))
+    ranked = [row for _, row in sorted(zip(order, rows, strict=True), key=lambda pair: pair[0])]
+    frame = pd.DataFrame(ranked, columns=[*schema.columns, "_event_ms"]) if ranked else _empty(schema)
+    manifest.rows = len(frame)
+    if schema.label.field in frame and len(frame):
+        counts = frame[schema.label.field].value_counts()
+        manifest.label_counts = {str(k): int(v) for k, v in sorted(counts.items(), key=str)}
+    return frame.reset_index(drop=True)
+
+
+def _empty(schema: StreamSchema) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in [*schema.columns, "_event_ms"]})

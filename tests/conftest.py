@@ -1,0 +1,15 @@
+"""Test-wide environment: quiet TensorFlow/Prefect, no telemetry, nothing touches the user's state."""
+
+from __future__ import annotations
+
+import os
+
+# Before any import of tensorflow, keras, mlflow or prefect.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+# Tests never use a broker, cluster or server the user configured.
+for _name in ("KAFKA_BOOTSTRAP_SERVERS", "MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+    os.environ.pop(_name, None)
