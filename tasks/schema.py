@@ -234,7 +234,11 @@ def parse_event_time(spec: EventTimeSpec, value: object) -> int:
             if stamp.tzinfo is None:
                 stamp = stamp.replace(tzinfo=UTC)
             return int(stamp.timestamp() * 1000)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise TypeError
         millis = value if spec.format == "epoch_ms" else value * 1000
         if abs(millis) > 253402300799999:  # beyond year 9999
@@ -262,7 +266,9 @@ def _coerce(name: str, kind: str, value: object) -> Scalar | float:
     return float(value)
 
 
-def decode_record(schema: StreamSchema, raw: bytes | None, *, require_label: bool = True) -> dict[str, Any]:
+def decode_record(
+    schema: StreamSchema, raw: bytes | None, *, require_label: bool = True
+) -> dict[str, Any]:
     """Decode a JSON record into typed fields plus `_event_ms`; raise MalformedRecord if not."""
     if raw is None:
         raise MalformedRecord("empty value")
@@ -272,7 +278,9 @@ def decode_record(schema: StreamSchema, raw: bytes | None, *, require_label: boo
         raise MalformedRecord(f"not JSON: {exc.__class__.__name__}") from None
     if not isinstance(obj, dict):
         raise MalformedRecord(f"expected a JSON object, got {type(obj).__name__}")
-    out: dict[str, Any] = {"_event_ms": parse_event_time(schema.event_time, _required(obj, schema.event_time.field))}
+    out: dict[str, Any] = {
+        "_event_ms": parse_event_time(schema.event_time, _required(obj, schema.event_time.field))
+    }
     out[schema.event_time.field] = obj[schema.event_time.field]
     if schema.key is not None and schema.key not in schema.feature_names:
         key = _required(obj, schema.key)

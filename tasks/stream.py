@@ -130,7 +130,9 @@ def producer(settings: Settings, **options: Any) -> Iterator[KafkaProducer]:
     config: dict[str, Any] = {"linger_ms": 20, "batch_size": 256 * 1024, "client_id": "streamtrain"}
     config.update(options)
     try:
-        client = KafkaProducer(**settings.kafka_client_config(), bootstrap_timeout_ms=10000, **config)
+        client = KafkaProducer(
+            **settings.kafka_client_config(), bootstrap_timeout_ms=10000, **config
+        )
     except KafkaError as exc:
         raise _client_error(settings, exc) from None
     try:
@@ -262,6 +264,16 @@ class _Candidate:
     decoded: dict[str, Any]
 
 
+@contextmanager
+def window_reader(settings: Settings) -> Iterator[KafkaConsumer]:
+    """One consumer to read many windows with (a backfill reuses it for every hour)."""
+    consumer = _consumer(settings)
+    try:
+        yield consumer
+    finally:
+        consumer.close()
+
+
 def read_window(
     settings: Settings,
     schema: StreamSchema,
@@ -270,41 +282,59 @@ def read_window(
     topic: str | None = None,
     send_dead_letters: bool = True,
     require_label: bool = True,
+    reader: KafkaConsumer | None = None,
 ) -> WindowRead:
-    """Read the records of one event-time window across all partitions of the topic."""
+    """Read the records of one event-time window (or a span of them) across all partitions."""
+    if window.start_ms % schema.window_ms or window.end_ms % schema.window_ms:
+        raise ValueError(f"{window} is not aligned to the schema's {schema.window} windows")
     topic = topic or schema.topic
     manifest = WindowManifest(topic=topic, window=window)
     candidates: list[_Candidate] = []
-    consumer = _consumer(settings)
-    try:
-        partitions = [TopicPartition(topic, p) for p in topic_partitions(settings, topic)]
-        consumer.assign(partitions)
-        scan_from = window.start_ms - settings.max_clock_skew_s * 1000
-        starts = consumer.offsets_for_times({tp: scan_from for tp in partitions})
-        ends = consumer.end_offsets(partitions)
-        scans: dict[TopicPartition, PartitionScan] = {}
-        for tp in partitions:
-            found = starts.get(tp)
-            if found is None or found.offset >= ends[tp]:
-                continue
-            consumer.seek(tp, found.offset)
-            scans[tp] = PartitionScan(
-                window.start_ms,
-                window.end_ms,
-                schema.window_ms,
-                settings.allowed_lateness_s * 1000,
-            )
-            manifest.offsets[f"{topic}-{tp.partition}"] = [found.offset, found.offset - 1]
-        _scan(settings, schema, consumer, scans, ends, manifest, candidates, require_label)
-        manifest.closed = bool(scans) and all(scan.stopped for scan in scans.values())
-    finally:
-        consumer.close()
+    if reader is None:
+        with window_reader(settings) as own:
+            _read_into(settings, schema, own, topic, manifest, candidates, require_label)
+    else:
+        _read_into(settings, schema, reader, topic, manifest, candidates, require_label)
     frame = _used_rows(schema, candidates, manifest)
     if send_dead_letters:
         manifest.dead_lettered = dead_letter(
             settings, schema, [a for a in manifest.set_aside if a.kind != "duplicate"]
         )
     return WindowRead(frame=frame, manifest=manifest)
+
+
+def _read_into(
+    settings: Settings,
+    schema: StreamSchema,
+    consumer: KafkaConsumer,
+    topic: str,
+    manifest: WindowManifest,
+    candidates: list[_Candidate],
+    require_label: bool,
+) -> None:
+    window = manifest.window
+    found_partitions = consumer.partitions_for_topic(topic)
+    if not found_partitions:
+        raise StreamError(f"topic '{topic}' does not exist on {settings.bootstrap_servers}")
+    partitions = [TopicPartition(topic, p) for p in sorted(found_partitions)]
+    consumer.assign(partitions)
+    consumer.resume(*partitions)
+    scan_from = window.start_ms - settings.max_clock_skew_s * 1000
+    starts = consumer.offsets_for_times({tp: scan_from for tp in partitions})
+    ends = consumer.end_offsets(partitions)
+    scans: dict[TopicPartition, PartitionScan] = {}
+    for tp in partitions:
+        found = starts.get(tp)
+        if found is None or found.offset >= ends[tp]:
+            continue
+        consumer.seek(tp, found.offset)
+        scans[tp] = PartitionScan(
+            window.start_ms, window.end_ms, schema.window_ms, settings.allowed_lateness_s * 1000
+        )
+        manifest.offsets[f"{topic}-{tp.partition}"] = [found.offset, found.offset - 1]
+    consumer.pause(*[tp for tp in partitions if tp not in scans])
+    _scan(settings, schema, consumer, scans, ends, manifest, candidates, require_label)
+    manifest.closed = bool(scans) and all(scan.stopped for scan in scans.values())
 
 
 def _scan(
@@ -368,12 +398,21 @@ def _classify(
         return
 
     def aside(kind: str, reason: str) -> SetAside:
-        return SetAside(kind, reason, record.partition, record.offset, record.timestamp,
-                        record.key, record.value)
+        return SetAside(
+            kind,
+            reason,
+            record.partition,
+            record.offset,
+            record.timestamp,
+            record.key,
+            record.value,
+        )
 
     if verdict is Verdict.LATE:
         manifest.late += 1
-        manifest.set_aside.append(aside("late", f"arrived after window {format_instant(from_ms(placed_ms))} closed"))
+        manifest.set_aside.append(
+            aside("late", f"arrived after window {format_instant(from_ms(placed_ms))} closed")
+        )
     elif problem is not None or decoded is None:
         manifest.malformed += 1
         manifest.set_aside.append(aside("malformed", problem or "unreadable"))
@@ -394,15 +433,24 @@ def _used_rows(
         if identity in seen:
             manifest.duplicates += 1
             manifest.set_aside.append(
-                SetAside("duplicate", f"repeats {schema.key}={key} at the same event time",
-                         cand.partition, cand.offset, cand.decoded["_event_ms"], None, None)
+                SetAside(
+                    "duplicate",
+                    f"repeats {schema.key}={key} at the same event time",
+                    cand.partition,
+                    cand.offset,
+                    cand.decoded["_event_ms"],
+                    None,
+                    None,
+                )
             )
             continue
         seen.add(identity)
         rows.append(cand.decoded)
         order.append((cand.decoded["_event_ms"], str(key), cand.partition, cand.offset))
     ranked = [row for _, row in sorted(zip(order, rows, strict=True), key=lambda pair: pair[0])]
-    frame = pd.DataFrame(ranked, columns=[*schema.columns, "_event_ms"]) if ranked else _empty(schema)
+    frame = (
+        pd.DataFrame(ranked, columns=[*schema.columns, "_event_ms"]) if ranked else _empty(schema)
+    )
     manifest.rows = len(frame)
     if schema.label.field in frame and len(frame):
         counts = frame[schema.label.field].value_counts()
@@ -412,3 +460,15 @@ def _used_rows(
 
 def _empty(schema: StreamSchema) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in [*schema.columns, "_event_ms"]})
+
+
+def topic_size(settings: Settings, topic: str) -> int:
+    """How many records the topic holds now (0 when it does not exist)."""
+    with window_reader(settings) as consumer:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return 0
+        tps = [TopicPartition(topic, p) for p in partitions]
+        starts = consumer.beginning_offsets(tps)
+        ends = consumer.end_offsets(tps)
+    return sum(ends[tp] - starts[tp] for tp in tps)

@@ -115,7 +115,11 @@ def place(event_ms: int | None, kafka_ms: int, max_skew_ms: int) -> tuple[int, b
 
 @dataclass
 class PartitionScan:
-    """The membership rule for one window over one partition, fed in offset order."""
+    """The membership rule for one span of windows over one partition, fed in offset order.
+
+    The span [window_start_ms, window_end_ms) is one window or several consecutive ones
+    (a retrain's range); a record counts in it when it would count in one of its windows.
+    """
 
     window_start_ms: int
     window_end_ms: int
@@ -132,6 +136,9 @@ class PartitionScan:
         self.watermark_ms = stream_time
         placed_start = placed_ms // self.length_ms * self.length_ms
         if stream_time < placed_start + self.length_ms + self.lateness_ms:
-            return Verdict.ON_TIME if placed_start == self.window_start_ms else Verdict.OTHER
+            return Verdict.ON_TIME if self._inside(placed_start) else Verdict.OTHER
         arrival_slot = (stream_time - self.lateness_ms) // self.length_ms * self.length_ms
-        return Verdict.LATE if arrival_slot == self.window_start_ms else Verdict.OTHER
+        return Verdict.LATE if self._inside(arrival_slot) else Verdict.OTHER
+
+    def _inside(self, window_start_ms: int) -> bool:
+        return self.window_start_ms <= window_start_ms < self.window_end_ms

@@ -1,4 +1,4 @@
-"""Test-wide environment: quiet TensorFlow/Prefect, no telemetry, nothing touches the user's state."""
+"""Test-wide environment: quiet TensorFlow and Prefect, no telemetry, no user state."""
 
 from __future__ import annotations
 

@@ -1,0 +1,265 @@
+"""The window reader against the real broker: exact windows, disorder, bad records, kcat."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from tasks.schema import StreamSchema, load_schema
+from tasks.settings import Settings
+from tasks.simulator import SimulationConfig, generate
+from tasks.stream import ensure_topic, produce, read_window
+from tasks.windowing import Window, to_ms
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+START = datetime(2026, 1, 5, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Raw:
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+def fresh_schema(path: Path = ROOT / "schemas" / "drone.yaml") -> StreamSchema:
+    schema = load_schema(path)
+    return schema.model_copy(update={"topic": f"{schema.topic}-{uuid.uuid4().hex[:8]}"})
+
+
+def drone_value(store: int, when: datetime, busy: int = 0, **overrides: object) -> bytes:
+    record: dict[str, object] = {
+        "event_time": when.isoformat().replace("+00:00", "Z"),
+        "store_id": store,
+        "day_of_week": when.isoweekday(),
+        "hour": when.hour,
+        "store_type": "cafe",
+        "suburb": "Carlton",
+        "avg_delivery_minutes": 12.5,
+        "avg_distance_km": 3.1,
+        "avg_rating": 4.2,
+        "busy": busy,
+    }
+    record.update(overrides)
+    return json.dumps(record).encode()
+
+
+def raw(store: int, when: datetime, stamp: datetime | None = None, **fields: object) -> Raw:
+    return Raw(str(store).encode(), drone_value(store, when, **fields), to_ms(stamp or when))
+
+
+def dead_letters(settings: Settings, schema: StreamSchema) -> list[dict[str, object]]:
+    topic = schema.dead_letter_topic()
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=None, auto_offset_reset="earliest"
+    )
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        end = consumer.end_offsets([TopicPartition(topic, 0)])[TopicPartition(topic, 0)]
+        out: list[dict[str, object]] = []
+        while len(out) < end:
+            for batch in consumer.poll(timeout_ms=2000).values():
+                out.extend(json.loads(r.value) for r in batch)
+        return out
+    finally:
+        consumer.close()
+
+
+def test_simulated_week_reads_back_window_by_window_exactly(settings: Settings) -> None:
+    schema = fresh_schema()
+    config = SimulationConfig(start=START, hours=168, scenario="none", seed=11)
+    produced = list(generate(config))
+    ensure_topic(settings, schema.topic)
+    assert produce(settings, schema.topic, produced) == len(produced) == 5600
+
+    expected: dict[datetime, set[tuple[int, str]]] = defaultdict(set)
+    for record in produced:
+        value = json.loads(record.value)
+        hour = Window.containing(datetime.fromisoformat(value["event_time"]), HOUR).start
+        expected[hour].add((value["store_id"], value["event_time"]))
+
+    seen = 0
+    for window_start in sorted(expected)[:-1]:  # the last window never closes
+        result = read_window(settings, schema, Window(window_start, window_start + HOUR))
+        got = set(zip(result.frame["store_id"], result.frame["event_time"], strict=True))
+        assert got == expected[window_start], window_start
+        assert result.manifest.closed
+        assert result.manifest.malformed == result.manifest.duplicates == result.manifest.late == 0
+        seen += result.manifest.rows
+    assert seen == len(produced) - len(expected[max(expected)])
+
+
+def test_out_of_order_record_lands_in_its_own_window(settings: Settings) -> None:
+    schema = fresh_schema()
+    ensure_topic(settings, schema.topic, partitions=1)
+    ten = START + 10 * HOUR
+    records = [
+        raw(1, ten + timedelta(minutes=5)),
+        raw(2, ten + timedelta(minutes=50)),
+        raw(3, ten + HOUR + timedelta(minutes=2)),  # stream time moves into 11:00
+        raw(4, ten + timedelta(minutes=55)),  # out of order, within the allowed lateness
+        raw(5, ten + HOUR + timedelta(minutes=30)),  # closes window 10 (11:30 >= 11:10)
+        raw(6, ten + timedelta(minutes=20)),  # too late for window 10
+        raw(7, ten + 3 * HOUR),
+    ]
+    produce(settings, schema.topic, records)
+
+    first = read_window(settings, schema, Window(ten, ten + HOUR))
+    assert sorted(first.frame["store_id"]) == [1, 2, 4]
+    assert first.manifest.late == 0
+
+    second = read_window(settings, schema, Window(ten + HOUR, ten + 2 * HOUR))
+    assert sorted(second.frame["store_id"]) == [3, 5]
+    assert second.manifest.late == 1  # store 6 arrived while window 11 was open
+    reasons = [d for d in dead_letters(settings, schema) if d["kind"] == "late"]
+    assert [json.loads(str(d["value"]))["store_id"] for d in reasons] == [6]
+
+
+def test_malformed_and_duplicate_records_are_set_aside_and_counted(settings: Settings) -> None:
+    schema = fresh_schema()
+    ensure_topic(settings, schema.topic, partitions=2)
+    ten = START + 10 * HOUR
+    good = [raw(s, ten + timedelta(minutes=s)) for s in range(1, 11)]
+    bad = [
+        Raw(b"1", b"this is not json", to_ms(ten + timedelta(minutes=3))),
+        Raw(b"2", b"[1, 2, 3]", to_ms(ten + timedelta(minutes=4))),
+        raw(3, ten + timedelta(minutes=5), avg_rating="high"),
+        Raw(b"4", json.dumps({"event_time": "2026-01-05T10:06:00Z"}).encode(), to_ms(ten)),
+    ]
+    duplicate = raw(5, ten + timedelta(minutes=5))  # same store and event time as a good one
+    closer = raw(99, ten + 2 * HOUR)
+    produce(settings, schema.topic, [*good, *bad, duplicate, closer])
+
+    result = read_window(settings, schema, Window(ten, ten + HOUR))
+    manifest = result.manifest
+    assert manifest.rows == 10
+    assert manifest.malformed == 4
+    assert manifest.duplicates == 1
+    assert manifest.records_read == len(good) + len(bad) + 1
+    letters = dead_letters(settings, schema)
+    assert sorted(d["reason"] for d in letters) == sorted(
+        [
+            "expected a JSON object, got list",
+            "field 'avg_rating': expected a number, got str",
+            "missing field 'store_id'",
+            "not JSON: JSONDecodeError",
+        ]
+    )
+    assert all(isinstance(d["source"], dict) and "offset" in d["source"] for d in letters)
+
+
+def test_second_schema_works_end_to_end(settings: Settings) -> None:
+    schema = fresh_schema(ROOT / "tests" / "fixtures" / "sensor.yaml")
+    ensure_topic(settings, schema.topic)
+    base = to_ms(START)
+    minute = 60_000
+    records = [
+        Raw(
+            None,
+            json.dumps(
+                {
+                    "ts": base + i * minute,
+                    "temperature": 20.0 + i,
+                    "vibration": 0.1 * i,
+                    "line": "abc"[i % 3],
+                    "status": "alarm" if i % 4 == 0 else "ok",
+                }
+            ).encode(),
+            base + i * minute,
+        )
+        for i in range(60)
+    ]
+    produce(settings, schema.topic, records)
+    result = read_window(settings, schema, Window.containing(START, schema.window))
+    assert result.manifest.rows == 15  # 15-minute windows
+    assert result.manifest.label_counts == {"alarm": 4, "ok": 11}
+    assert list(result.frame.columns[:4]) == ["ts", "temperature", "vibration", "line"]
+
+
+def test_cli_window_json_and_output(
+    settings: Settings, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    schema = fresh_schema()
+    ensure_topic(settings, schema.topic)
+    ten = START + 10 * HOUR
+    produce(settings, schema.topic, [raw(s, ten + timedelta(minutes=s)) for s in range(1, 6)])
+    out = tmp_path / "rows.csv"
+    done = subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "streamtrain"),
+            "window",
+            "--hour",
+            "2026-01-05T10:30Z",
+            "--topic",
+            schema.topic,
+            "--json",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=cli_env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    for key in (
+        "window_start",
+        "window_end",
+        "rows",
+        "duplicates",
+        "malformed",
+        "late",
+        "label_counts",
+        "offsets",
+    ):
+        assert key in summary
+    assert summary["window_start"] == "2026-01-05T10:00Z" and summary["rows"] == 5
+    assert len(out.read_text().splitlines()) == 6
+
+
+@pytest.mark.skipif(
+    shutil.which("kcat") is None, reason="kcat is not installed (apt-get install kcat)"
+)
+def test_kcat_reads_the_json_records(settings: Settings) -> None:
+    schema = fresh_schema()
+    ensure_topic(settings, schema.topic)
+    produced = list(generate(SimulationConfig(start=START, hours=24, scenario="none", seed=3)))
+    produce(settings, schema.topic, produced)
+    done = subprocess.run(
+        [
+            "kcat",
+            "-C",
+            "-b",
+            settings.bootstrap_servers,
+            "-t",
+            schema.topic,
+            "-e",
+            "-q",
+            "-f",
+            "%k\t%T\t%s\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = [line for line in done.stdout.splitlines() if line]
+    assert len(lines) == len(produced)
+    key, stamp, value = lines[0].split("\t", 2)
+    record = json.loads(value)
+    assert key == str(record["store_id"])
+    assert int(stamp) == to_ms(datetime.fromisoformat(record["event_time"]))
