@@ -1,0 +1,155 @@
+"""The model step: determinism, save/load, warm copies, unseen categories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks import model as m
+from tasks.schema import StreamSchema, load_schema
+from tasks.settings import PROJECT_ROOT, Settings
+
+SETTINGS = Settings(hidden_units=(16, 8), seed=11)
+STORE_TYPES = ["cafe", "restaurant", "grocery", "pharmacy", "bakery"]
+
+
+@pytest.fixture(scope="module")
+def schema() -> StreamSchema:
+    return load_schema(PROJECT_ROOT / "schemas" / "drone.yaml")
+
+
+def window(rows: int, seed: int, stores: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    store_type = rng.choice(STORE_TYPES, rows)
+    hour = rng.integers(7, 21, rows)
+    busy = ((store_type == "cafe") & (hour == 9)) | ((store_type == "restaurant") & (hour == 12))
+    return pd.DataFrame(
+        {
+            "event_time": ["2024-05-06T09:00:00+00:00"] * rows,
+            "store_id": rng.integers(1, stores + 1, rows),
+            "day_of_week": rng.integers(1, 8, rows),
+            "hour": hour,
+            "store_type": pd.array(store_type, dtype="str"),
+            "suburb": pd.array(rng.choice(["Carlton", "Fitzroy", "Richmond"], rows), dtype="str"),
+            "avg_delivery_minutes": rng.uniform(5, 60, rows),
+            "avg_distance_km": rng.uniform(0, 12, rows),
+            "avg_rating": rng.uniform(1, 5, rows),
+            "busy": busy.astype(int),
+        }
+    )
+
+
+def fresh(schema: StreamSchema, frame: pd.DataFrame, epochs: int = 2) -> m.keras.Model:
+    model = m.build_model(schema, SETTINGS, frame)
+    m.train(model, schema, frame, epochs=epochs, learning_rate=3e-3, batch_size=64, seed=11)
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained(schema: StreamSchema) -> m.keras.Model:
+    return fresh(schema, window(400, 0))
+
+
+def test_same_seed_and_data_give_identical_weights_and_predictions(schema: StreamSchema) -> None:
+    frame = window(300, 1)
+    first, second = fresh(schema, frame), fresh(schema, frame)
+    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(
+        m.predict_proba(first, schema, frame), m.predict_proba(second, schema, frame)
+    )
+
+
+def test_training_reports_a_loss_per_epoch_and_advances_the_optimizer(
+    schema: StreamSchema,
+) -> None:
+    frame = window(130, 2)
+    model = m.build_model(schema, SETTINGS, frame)
+    result = m.train(model, schema, frame, epochs=3, learning_rate=1e-2, batch_size=64, seed=1)
+    assert len(result.losses) == 3 and result.losses[-1] < result.losses[0]
+    assert int(model.optimizer.iterations) == 3 * 3  # ceil(130 / 64) steps per epoch
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-2)
+
+
+def test_saved_model_predicts_the_same_and_keeps_optimizer_state(
+    schema: StreamSchema, trained: m.keras.Model, tmp_path: Path
+) -> None:
+    frame = window(50, 3)
+    path = m.save_model(trained, tmp_path / "champion.keras")
+    loaded = m.load_model(path)
+    np.testing.assert_allclose(
+        m.predict_proba(loaded, schema, frame), m.predict_proba(trained, schema, frame), atol=1e-6
+    )
+    uncompiled = m.keras.saving.load_model(path, compile=False)
+    np.testing.assert_allclose(
+        m.predict_proba(uncompiled, schema, frame),
+        m.predict_proba(loaded, schema, frame),
+        atol=1e-6,
+    )
+    steps = int(trained.optimizer.iterations)
+    assert int(loaded.optimizer.iterations) == steps > 0
+    m.train(loaded, schema, frame, epochs=1, learning_rate=1e-3, batch_size=64, seed=0)
+    assert int(loaded.optimizer.iterations) == steps + 1
+
+
+def test_save_needs_keras_extension(trained: m.keras.Model, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"\.keras"):
+        m.save_model(trained, tmp_path / "champion.h5")
+
+
+def test_fine_tune_copy_leaves_the_champion_untouched(
+    schema: StreamSchema, trained: m.keras.Model
+) -> None:
+    frame = window(120, 4)
+    before = [w.copy() for w in trained.get_weights()]
+    steps = int(trained.optimizer.iterations)
+    proba = m.predict_proba(trained, schema, frame)
+    copy = m.fine_tune_copy(trained)
+    np.testing.assert_array_equal(m.predict_proba(copy, schema, frame), proba)
+    assert int(copy.optimizer.iterations) == steps
+    m.train(copy, schema, frame, epochs=2, learning_rate=1e-2, batch_size=64, seed=0)
+    for a, b in zip(before, trained.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(trained.optimizer.iterations) == steps
+    assert int(copy.optimizer.iterations) == steps + 4
+    np.testing.assert_array_equal(m.predict_proba(trained, schema, frame), proba)
+    assert not np.array_equal(m.predict_proba(copy, schema, frame), proba)
+
+
+def test_unseen_categories_do_not_crash(schema: StreamSchema, trained: m.keras.Model) -> None:
+    frame = window(5, 5)
+    frame["store_id"] = [9001, 9002, 9003, 1, 2]
+    frame["suburb"] = pd.array(["Atlantis", "Carlton", "", "Richmond", "Nowhere"], dtype="str")
+    frame["store_type"] = pd.array(["cafe", "florist", "bakery", "cafe", "cafe"], dtype="str")
+    frame["hour"] = [3, 9, 23, 9, 99]
+    proba = m.predict_proba(trained, schema, frame)
+    assert proba.shape == (5,) and np.all(np.isfinite(proba))
+    assert np.all((proba >= 0) & (proba <= 1))
+
+
+def test_vocabulary_lists_known_categories(trained: m.keras.Model) -> None:
+    assert m.vocabulary(trained, "store_type") == STORE_TYPES
+    assert m.vocabulary(trained, "suburb") == ["Carlton", "Fitzroy", "Richmond"]
+    assert m.vocabulary(trained, "hour") == list(range(24))  # a small declared range is closed
+    stores = m.vocabulary(trained, "store_id")
+    assert all(type(store) is int for store in stores) and 9001 not in stores
+    with pytest.raises(KeyError):
+        m.vocabulary(trained, "avg_rating")
+
+
+def test_large_open_vocabulary_is_embedded(trained: m.keras.Model) -> None:
+    names = {layer.name for layer in trained.layers}
+    assert "embed_store_id" in names  # 60 stores: too many for one-hot
+    assert "embed_suburb" not in names
+
+
+def test_targets_mark_the_positive_class(schema: StreamSchema) -> None:
+    frame = window(20, 6)
+    np.testing.assert_array_equal(m.to_targets(schema, frame), frame["busy"].to_numpy())
+
+
+def test_empty_frame_predicts_nothing(schema: StreamSchema, trained: m.keras.Model) -> None:
+    assert m.predict_proba(trained, schema, window(0, 7)).shape == (0,)
