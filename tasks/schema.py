@@ -201,7 +201,7 @@ def load_schema(path: str | Path) -> StreamSchema:
         problems = []
         for err in exc.errors():
             where = ".".join(_field_name(raw, err["loc"])) or "(top level)"
-            problems.append(f"{where}: {err['msg']}")
+            problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
         raise SchemaError(f"{path}: " + "; ".join(problems)) from None
 
 
