@@ -48,6 +48,11 @@ class FeatureSpec(_Strict):
     drives_label: bool | None = Field(
         default=None, description="Documentation only: whether the label depends on it."
     )
+    drift_check: bool = Field(
+        default=True,
+        description="Compare its distribution with the reference; false for features that "
+        "change with the window by construction (hour of day, day of week).",
+    )
     description: str = ""
 
     @model_validator(mode="after")
