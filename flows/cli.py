@@ -106,7 +106,10 @@ def _print_broker(status: Any) -> None:
         state = "[green]answering[/]" if status.answering else "[red]not answering[/]"
         console.print(f"External Kafka cluster at {status.bootstrap}: {state}")
         return
-    console.print(f"Kafka broker {state} at {status.bootstrap}" + (f" (pid {status.pid})" if status.pid else ""))
+    console.print(
+        f"Kafka broker {state} at {status.bootstrap}"
+        + (f" (pid {status.pid})" if status.pid else "")
+    )
     console.print(f"  log:  {status.log_file}")
     console.print(f"  data: {status.data_dir}")
 
@@ -150,7 +153,9 @@ def kafka_stop(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     emit(
         {"stopped": stopped},
         as_json,
-        lambda: console.print("Kafka broker stopped." if stopped else "Kafka broker was not running."),
+        lambda: console.print(
+            "Kafka broker stopped." if stopped else "Kafka broker was not running."
+        ),
     )
 
 
@@ -207,7 +212,8 @@ def simulate(
         as_json,
         lambda: console.print(
             f"Produced {summary['records']:,} records to '{summary['topic']}' "
-            f"({summary['first_event']} .. {summary['last_event']}, scenario {summary['scenario']})."
+            f"({summary['first_event']} .. {summary['last_event']}, "
+            f"scenario {summary['scenario']})."
         ),
     )
 
@@ -267,6 +273,276 @@ def print_window_summary(summary: dict[str, Any]) -> None:
         console.print(f"  {count} x {reason}")
     if "output" in summary:
         console.print(f"Rows written to {summary['output']}")
+
+
+# --- training ------------------------------------------------------------------------------
+
+model_app = typer.Typer(
+    help="The registered model: versions, aliases, history, rollback.", no_args_is_help=True
+)
+app.add_typer(model_app, name="model")
+
+
+def _print_cycle(result: dict[str, Any]) -> None:
+    from flows.runtime import cycle_markdown
+    from tasks.cycle import CycleResult
+
+    fields = {k: v for k, v in result.items() if k in CycleResult.__dataclass_fields__}
+    console.print(cycle_markdown(CycleResult(**fields)), highlight=False)
+
+
+@app.command()
+def retrain(
+    ctx: typer.Context,
+    until: str | None = typer.Option(None, "--until", help="End of the training range (ISO)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Train from scratch on the last days up to HOUR, evaluate, gate and register."""
+    configure_environment(_ctx(ctx).settings)
+    from flows.retrain import retrain as retrain_flow
+
+    with expected_errors():
+        result = retrain_flow(until=until)
+    emit(result, as_json, lambda: _print_cycle(result))
+
+
+@app.command()
+def finetune(
+    ctx: typer.Context,
+    hour: str | None = typer.Option(None, "--hour", help="Any instant in the window (ISO)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Test-then-train one window: score the champion, fine-tune, gate, register."""
+    configure_environment(_ctx(ctx).settings)
+    from flows.finetune import finetune as finetune_flow
+
+    with expected_errors():
+        result = finetune_flow(hour=hour)
+    emit(result, as_json, lambda: _print_cycle(result))
+
+
+@app.command()
+def backfill(
+    ctx: typer.Context,
+    start: str = typer.Option(..., "--start", help="First window (ISO)."),
+    end: str = typer.Option(..., "--end", help="End of the range, exclusive (ISO)."),
+    retrain_every: int = typer.Option(
+        24, help="Hours between retrains inside the replay; 0: none."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Replay a range of windows in order in one warm process, with periodic retrains."""
+    from rich.progress import Progress
+
+    settings = _ctx(ctx).settings
+    configure_environment(settings)
+    from flows.backfill import run_backfill
+    from flows.runtime import cycle_context
+    from tasks.windowing import parse_instant, windows_between
+
+    with expected_errors():
+        cycle = cycle_context(as_tasks=False, settings=settings)
+        first, last = parse_instant(start), parse_instant(end)
+        total = len(windows_between(first, last, cycle.schema.window))
+        with Progress(transient=True, disable=as_json) as bar:
+            job = bar.add_task("Replaying windows", total=total)
+
+            def advance(result: Any) -> None:
+                if result.kind == "finetune":
+                    bar.advance(job)
+
+            results = run_backfill(
+                cycle, first, last, retrain_every_hours=retrain_every or None, on_window=advance
+            )
+    rows = [r.to_dict() for r in results]
+    emit(rows, as_json, lambda: print_daily_summary(rows))
+
+
+def print_daily_summary(rows: list[dict[str, Any]]) -> None:
+    from tasks.report import daily_summary
+
+    table = Table(title="Per day")
+    for column in (
+        "day",
+        "windows",
+        "rows",
+        "prequential accuracy",
+        "promotions",
+        "retrains",
+        "rollbacks",
+    ):
+        table.add_column(column, justify="right")
+    for day in daily_summary(rows):
+        acc = day["prequential_accuracy"]
+        table.add_row(
+            day["day"],
+            str(day["windows"]),
+            str(day["rows"]),
+            "-" if acc is None else f"{acc:.3f}",
+            str(day["promotions"]),
+            str(day["retrains"]),
+            str(day["rollbacks"]),
+        )
+    console.print(table)
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    as_json: bool = JsonOption,
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
+    last: int | None = typer.Option(None, help="Only the last N windows."),
+) -> None:
+    """Per-window table: rows, prequential accuracy, holdout metrics, decision and reasons."""
+    from tasks.registry import cycle_runs
+    from tasks.report import report_rows, to_csv
+
+    context = _ctx(ctx)
+    with expected_errors():
+        rows = report_rows(cycle_runs(context.settings, context.schema.name))
+    if last:
+        rows = rows[-last:]
+    if as_csv:
+        sys.stdout.write(to_csv(rows))
+        return
+    emit(rows, as_json, lambda: _print_report(rows))
+
+
+def _print_report(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="Training report")
+    for column in (
+        "window",
+        "kind",
+        "rows",
+        "champion",
+        "preq. acc",
+        "challenger",
+        "champion m.",
+        "decision",
+        "reasons",
+    ):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["window_start"],
+            row["kind"],
+            str(row["rows"]),
+            row["champion_version"] or "-",
+            _num(row["prequential_accuracy"]),
+            _num(row["challenger_metric"]),
+            _num(row["champion_metric"]),
+            row["decision"],
+            "; ".join(row["reasons"])[:120],
+        )
+    console.print(table)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+@model_app.command("show")
+def model_show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Aliases, versions, their metrics and lineage."""
+    from tasks.registry import list_versions
+
+    context = _ctx(ctx)
+    with expected_errors():
+        versions = list_versions(context.settings, context.schema.name)
+    data = [
+        {
+            "version": v.version,
+            "created_at": v.created_at.isoformat(),
+            "aliases": list(v.aliases),
+            "run_id": v.run_id,
+            "description": v.description,
+            "lineage": v.lineage.model_dump(mode="json") if v.lineage else None,
+        }
+        for v in versions
+    ]
+    emit({"model": context.schema.name, "versions": data}, as_json, lambda: _print_versions(data))
+
+
+def _print_versions(data: list[dict[str, Any]]) -> None:
+    table = Table(title="Model versions")
+    for column in ("version", "aliases", "kind", "window", "parent", "decision", "holdout"):
+        table.add_column(column)
+    for v in data:
+        lineage = v.get("lineage") or {}
+        holdout = lineage.get("holdout_metrics", {})
+        table.add_row(
+            str(v["version"]),
+            ", ".join(v.get("aliases", [])),
+            lineage.get("training_kind", "-"),
+            lineage.get("window_start", "-"),
+            lineage.get("parent_version") or "-",
+            lineage.get("gate_decision") or "-",
+            ", ".join(
+                f"{k} {val:.3f}" for k, val in sorted(holdout.items()) if k.startswith("long")
+            ),
+        )
+    console.print(table)
+
+
+@model_app.command("history")
+def model_history(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Every alias move: time, alias, versions, trigger, reasons, who."""
+    from dataclasses import asdict
+
+    from tasks.registry import alias_history
+
+    context = _ctx(ctx)
+    with expected_errors():
+        moves = [asdict(m) for m in alias_history(context.settings, context.schema.name)]
+
+    def human() -> None:
+        table = Table(title="Alias history")
+        for column in ("time", "alias", "from", "to", "trigger", "who", "reasons"):
+            table.add_column(column)
+        for m in moves:
+            table.add_row(
+                str(m["time"]),
+                m["alias"],
+                m["from_version"] or "-",
+                m["to_version"] or "-",
+                m["trigger"],
+                m["who"],
+                "; ".join(m["reasons"])[:100],
+            )
+        console.print(table)
+
+    emit(moves, as_json, human)
+
+
+@model_app.command("rollback")
+def model_rollback(
+    ctx: typer.Context,
+    reason: str = typer.Option("manual rollback", "--reason", help="Why (recorded)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Give the champion alias back to the previous champion, recording who and why."""
+    import getpass
+
+    from tasks.registry import RegistryError, rollback
+
+    context = _ctx(ctx)
+    try:
+        restored = rollback(
+            context.settings, context.schema.name, who=getpass.getuser(), why=reason
+        )
+    except RegistryError as exc:
+        fail(str(exc))
+    emit(
+        {"champion": restored},
+        as_json,
+        lambda: console.print(f"Champion is now version {restored} ({reason})."),
+    )
+
+
+def configure_environment(settings: Settings) -> None:
+    from flows.runtime import configure_environment as configure
+
+    configure(settings)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -124,6 +124,11 @@ def render_server_properties(node: NodeConfig) -> str:
         "group.initial.rebalance.delay.ms": 0,
         # Records keep the producer's timestamp (a backfill carries event time), not append time.
         "log.message.timestamp.type": "CreateTime",
+        # Retention is judged by record timestamps: replayed history (months old) would be
+        # deleted within minutes under the default 7 days. The stream is the training set.
+        "log.retention.ms": -1,
+        # Event times of replayed or simulated history lie far in the past; accept them.
+        "log.message.timestamp.before.max.ms": 9223372036854775807,
     }
     lines = [f"# Node {node.node_id}, rewritten by streamtrain on every start: edits are lost."]
     lines += [f"{key}={value}" for key, value in settings.items()]

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
     kafka_request_timeout_ms: int = Field(default=30000, ge=1000)
+    kafka_topic_retention_ms: int = Field(
+        default=-1,
+        ge=-1,
+        description="retention.ms of topics the project creates. Retention follows record "
+        "timestamps (event time), so a finite value deletes replayed history; -1 keeps it.",
+    )
     dead_letter_topic: str | None = Field(
         default=None, description="Defaults to '<schema topic>.dead-letter'."
     )

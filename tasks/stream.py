@@ -32,9 +32,12 @@ class StreamError(RuntimeError):
 
 
 class OutgoingRecord(Protocol):
-    key: bytes | None
-    value: bytes
-    timestamp_ms: int
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes: ...
+    @property
+    def timestamp_ms(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,7 @@ def ensure_topic(settings: Settings, topic: str, partitions: int | None = None) 
         spec = {
             "num_partitions": partitions or settings.kafka_partitions,
             "replication_factor": settings.kafka_replication_factor,
+            "configs": {"retention.ms": str(settings.kafka_topic_retention_ms)},
         }
         try:
             admin.create_topics({topic: spec}, wait_for_metadata=True)

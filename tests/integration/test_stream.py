@@ -263,3 +263,18 @@ def test_kcat_reads_the_json_records(settings: Settings) -> None:
     record = json.loads(value)
     assert key == str(record["store_id"])
     assert int(stamp) == to_ms(datetime.fromisoformat(record["event_time"]))
+
+
+def test_topics_keep_history_whatever_its_age(settings: Settings) -> None:
+    """Retention follows record timestamps: replayed history must not expire within minutes."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    schema = fresh_schema()
+    ensure_topic(settings, schema.topic)
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        found = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, schema.topic)])
+    finally:
+        admin.close()
+    assert found["topic"][schema.topic]["retention.ms"]["value"] == "-1"

@@ -31,6 +31,7 @@ def test_single_node_is_a_combined_broker_and_controller_on_loopback(settings: S
     props = parse(render_server_properties(single_node(settings)))
     assert props["process.roles"] == "broker,controller"
     assert props["node.id"] == "1"
+    assert props["log.retention.ms"] == "-1"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:19093"
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
     assert props["advertised.listeners"].startswith("PLAINTEXT://127.0.0.1:19092")

@@ -1,0 +1,98 @@
+"""`make demo`: four simulated weeks with a sudden drift, trained and replayed hour by hour.
+
+Starts the embedded broker (unless KAFKA_BOOTSTRAP_SERVERS names a cluster), simulates four
+weeks of the drone-delivery world with a sudden change of the busy rules in week 3, trains the
+first model on week 1, replays weeks 2-4 hour by hour with nightly retrains, and prints a table
+per day. Re-running it reuses what is already there.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from rich.console import Console
+from rich.progress import Progress
+
+from flows.runtime import configure_environment, cycle_context
+from tasks.settings import get_settings
+from tasks.windowing import format_instant, parse_instant, windows_between
+
+DEMO_START = "2026-01-05T00:00Z"  # a Monday
+DEMO_WEEKS = 4
+DEMO_SCENARIO = "sudden"
+
+console = Console()
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_environment(settings)
+    from flows.backfill import run_backfill
+    from flows.cli import print_daily_summary
+    from flows.simulate import run_simulation
+    from tasks import registry
+    from tasks.broker import start_broker
+    from tasks.cycle import retrain_until
+    from tasks.report import report_rows
+    from tasks.stream import topic_size
+
+    status = start_broker(settings)
+    console.print(
+        f"Kafka: {status.bootstrap}" + (f" (log {status.log_file})" if status.embedded else "")
+    )
+    ctx = cycle_context(as_tasks=False, settings=settings)
+    start = parse_instant(DEMO_START)
+    week = timedelta(days=7)
+    end = start + DEMO_WEEKS * week
+    hours = DEMO_WEEKS * 7 * 24
+    if topic_size(settings, ctx.schema.topic) == 0:
+        summary = run_simulation(
+            settings,
+            ctx.schema,
+            start=DEMO_START,
+            hours=hours,
+            scenario=DEMO_SCENARIO,
+            seed=settings.seed,
+            progress=True,
+        )
+        console.print(
+            f"Simulated {summary['records']:,} observations ({DEMO_SCENARIO} drift at "
+            f"{format_instant(start + 2 * week)}) into '{summary['topic']}'."
+        )
+    else:
+        console.print(
+            f"Topic '{ctx.schema.topic}' already holds the simulated weeks; reusing them."
+        )
+
+    done = report_rows(registry.cycle_runs(settings, ctx.model_name))
+    if not done:
+        console.print("Training the first model on week 1 ...")
+        first = retrain_until(ctx, start + week, trigger="demo:initial")
+        console.print(
+            f"  version {first.challenger_version}: {first.decision} ({'; '.join(first.reasons)})"
+        )
+        total = len(windows_between(start + week, end, ctx.schema.window))
+        with Progress(transient=True) as bar:
+            job = bar.add_task("Replaying weeks 2-4 hour by hour", total=total)
+            run_backfill(
+                ctx,
+                start + week,
+                end,
+                retrain_every_hours=24,
+                on_window=lambda r: bar.advance(job) if r.kind == "finetune" else None,
+            )
+        done = report_rows(registry.cycle_runs(settings, ctx.model_name))
+    else:
+        console.print("The demo already ran; showing its results (delete mlflow/ to start over).")
+    print_daily_summary(done)
+    console.print(f"\nMLflow store: {settings.tracking_uri}")
+    console.print(
+        f"  browse it: .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} "
+        f"--port {settings.mlflow_port}  (then open http://127.0.0.1:{settings.mlflow_port})"
+    )
+    console.print("  per-window table: .venv/bin/streamtrain report")
+    console.print("  stop the broker:  .venv/bin/streamtrain kafka stop")
+
+
+if __name__ == "__main__":
+    main()

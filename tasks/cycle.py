@@ -1,0 +1,574 @@
+"""One training cycle, composed from the steps: the hourly fine-tune and the full retrain.
+
+Plain functions over a `CycleContext`, so a test or a backfill runs them without Prefect;
+the flows in `flows/` run the same functions with each step as a Prefect task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import pandas as pd
+
+from tasks import registry
+from tasks.evaluation import binary_metrics, metric_value, paired_bootstrap
+from tasks.gate import (
+    GateDecision,
+    GatePolicy,
+    HoldoutComparison,
+    decide_promotion,
+    decide_rollback,
+)
+from tasks.model import build_model, fine_tune_copy, predict_proba, to_targets, train
+from tasks.schema import StreamSchema
+from tasks.settings import Settings
+from tasks.stages import Stages
+from tasks.stream import WindowRead, read_window
+from tasks.training_data import RecentHistory, data_hash, holdout_mask, replay_sample
+from tasks.windowing import Window, format_instant, to_ms
+
+log = logging.getLogger("streamtrain.cycle")
+
+
+@dataclass
+class CycleContext:
+    """What a cycle needs and what a backfill keeps warm between windows."""
+
+    settings: Settings
+    schema: StreamSchema
+    stages: Stages = field(default_factory=Stages)
+    history: RecentHistory | None = None
+    reader: Any = None  # a reused Kafka consumer (backfill), or None for one per read
+    models: dict[str, Any] = field(default_factory=dict)  # version -> loaded keras model
+    send_dead_letters: bool = True
+
+    @property
+    def model_name(self) -> str:
+        return self.schema.name
+
+
+@dataclass
+class CycleResult:
+    """One row of `streamtrain report`: what a cycle read, measured and decided."""
+
+    kind: str
+    window_start: str
+    window_end: str
+    rows: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    late: int = 0
+    champion_version: str | None = None
+    prequential_accuracy: float | None = None
+    challenger_version: str | None = None
+    challenger_metric: float | None = None
+    champion_metric: float | None = None
+    decision: str = "skipped"
+    reasons: list[str] = field(default_factory=list)
+    trigger: str = "schedule"
+    run_id: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- small steps -------------------------------------------------------------------------
+
+
+def champion_model(ctx: CycleContext) -> tuple[str | None, Any]:
+    """The serving champion's version and model, loaded once per version per process."""
+    version = registry.get_alias_version(ctx.settings, ctx.model_name, registry.CHAMPION)
+    if version is None:
+        return None, None
+    if version not in ctx.models:
+        ctx.models.clear()  # keep one champion in memory, not the whole history
+        ctx.models[version] = registry.load_keras(ctx.settings, ctx.model_name, version)
+    return version, ctx.models[version]
+
+
+def already_trained(ctx: CycleContext, parent: str | None, window: Window, kind: str) -> str | None:
+    """A version already trained on this window from this champion, or the champion itself
+    when it came from this window: a rerun of the same hour must change nothing."""
+    if parent is not None:
+        lineage = registry.version_lineage(ctx.settings, ctx.model_name, parent)
+        if (
+            lineage is not None
+            and lineage.training_kind == kind
+            and lineage.window_start == format_instant(window.start)
+        ):
+            return parent
+    return registry.find_version(
+        ctx.settings,
+        ctx.model_name,
+        window_start=window.start,
+        parent_version=parent,
+        training_kind=kind,
+    )
+
+
+def score_accuracy(model: Any, schema: StreamSchema, frame: pd.DataFrame) -> float:
+    """Accuracy of a model on rows it has not been trained on (test-then-train)."""
+    proba = predict_proba(model, schema, frame)
+    return float(binary_metrics(to_targets(schema, frame), proba).accuracy)
+
+
+def compare_on_holdouts(
+    ctx: CycleContext,
+    challenger: Any,
+    champion: Any,
+    holdouts: dict[str, pd.DataFrame],
+    seed: int,
+) -> list[HoldoutComparison]:
+    """Score both models on the same rows of each holdout, with a paired bootstrap."""
+    metric = ctx.settings.primary_metric
+    out = []
+    for name, rows in holdouts.items():
+        if rows.empty:
+            continue
+        truth = to_targets(ctx.schema, rows)
+        p_new = predict_proba(challenger, ctx.schema, rows)
+        new = binary_metrics(truth, p_new)
+        old = diff = None
+        if champion is not None:
+            p_old = predict_proba(champion, ctx.schema, rows)
+            old = binary_metrics(truth, p_old)
+            diff = paired_bootstrap(
+                truth,
+                p_new,
+                p_old,
+                metric,
+                samples=ctx.settings.bootstrap_samples,
+                confidence=ctx.settings.confidence,
+                seed=seed,
+            )
+        out.append(
+            HoldoutComparison(name=name, rows=len(rows), challenger=new, champion=old, diff=diff)
+        )
+    return out
+
+
+def _primary(
+    comparisons: list[HoldoutComparison], metric: str
+) -> tuple[float | None, float | None]:
+    if not comparisons:
+        return None, None
+    longest = max(comparisons, key=lambda c: c.rows)
+    champ = metric_value(longest.champion, metric) if longest.champion is not None else None
+    return metric_value(longest.challenger, metric), champ
+
+
+def _metrics_dict(comparisons: list[HoldoutComparison], which: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for comp in comparisons:
+        metrics = comp.challenger if which == "challenger" else comp.champion
+        if metrics is None:
+            continue
+        for name in ("accuracy", "f1", "auc"):
+            value = metric_value(metrics, name)
+            if value == value:  # skip NaN (AUC of a one-class holdout)
+                out[f"{comp.name}.{name}"] = float(value)
+    return out
+
+
+def register_and_decide(
+    ctx: CycleContext,
+    *,
+    kind: Literal["retrain", "finetune"],
+    window: Window,
+    read: WindowRead,
+    model: Any,
+    train_rows: pd.DataFrame,
+    parent: str | None,
+    comparisons: list[HoldoutComparison],
+    decision: GateDecision,
+    trigger: str,
+    extra_metrics: dict[str, float],
+) -> tuple[str, str]:
+    """Log the run, register the version with its lineage, and move aliases per the gate."""
+    settings, schema = ctx.settings, ctx.schema
+    verdict = "promoted" if decision.promote else "kept champion"
+    lineage = registry.Lineage(
+        parent_version=parent,
+        training_kind=kind,
+        window_start=format_instant(window.start),
+        window_end=format_instant(window.end),
+        trained_windows=(format_instant(window.start),) if kind == "finetune" else (),
+        offsets={k: (v[0], v[1]) for k, v in read.manifest.offsets.items()},
+        data_hash=data_hash(train_rows.drop(columns=["_event_ms"], errors="ignore")),
+        schema_hash=schema.fingerprint(),
+        seed=settings.seed,
+        trigger=trigger,
+        holdout_metrics=_metrics_dict(comparisons, "challenger"),
+        champion_version=parent,
+        champion_metrics=_metrics_dict(comparisons, "champion"),
+        gate_decision=verdict,
+        gate_reasons=tuple(decision.reasons),
+    )
+    metrics = {f"holdout.{k}": v for k, v in lineage.holdout_metrics.items()}
+    metrics |= {f"champion.{k}": v for k, v in lineage.champion_metrics.items()}
+    metrics |= extra_metrics
+    metrics["rows"] = float(read.manifest.rows)
+    metrics["promoted"] = 1.0 if decision.promote else 0.0
+    run = ctx.stages.run(
+        "log and register",
+        registry.log_training_run,
+        settings,
+        schema,
+        run_name=registry.format_run_name(kind, window.start),
+        params={
+            "kind": kind,
+            "epochs": settings.finetune_epochs if kind == "finetune" else settings.retrain_epochs,
+            "seed": settings.seed,
+            "primary_metric": settings.primary_metric,
+            "parent": parent or "none",
+        },
+        metrics=metrics,
+        metric_series={},
+        tags={
+            "streamtrain.kind": kind,
+            "streamtrain.window_start": format_instant(window.start),
+            "streamtrain.decision": verdict,
+            "streamtrain.trigger": trigger,
+            "streamtrain.reasons": json.dumps(list(decision.reasons))[:4900],
+        },
+        model=model,
+        lineage=lineage,
+        artifacts={
+            "window_manifest.json": _json(read.manifest.to_dict()),
+            "gate_decision.json": _json(
+                {
+                    "promote": decision.promote,
+                    "reasons": list(decision.reasons),
+                    "details": decision.details,
+                }
+            ),
+        },
+        retries=2,
+    )
+    description = (
+        f"{kind} on {format_instant(window.start)}..{format_instant(window.end)} from "
+        f"{'version ' + parent if parent else 'scratch'}: {verdict}. " + " ".join(decision.reasons)
+    )
+    version = ctx.stages.run(
+        "log and register",
+        registry.register_version,
+        settings,
+        schema,
+        run,
+        lineage,
+        description,
+        retries=2,
+    )
+    registry.tag_run(settings, run.run_id, {"streamtrain.version": version})
+    ctx.stages.run("gate", _move_aliases, ctx, version, decision, trigger)
+    return version, run.run_id
+
+
+def _move_aliases(ctx: CycleContext, version: str, decision: GateDecision, trigger: str) -> None:
+    registry.set_challenger(
+        ctx.settings, ctx.model_name, version, trigger=trigger, reasons=list(decision.reasons)
+    )
+    if decision.promote:
+        registry.promote(
+            ctx.settings, ctx.model_name, version, trigger=trigger, reasons=list(decision.reasons)
+        )
+
+
+def _result_metrics(result: CycleResult) -> dict[str, float]:
+    values = {
+        "prequential_accuracy": result.prequential_accuracy,
+        "challenger_metric": result.challenger_metric,
+        "champion_metric": result.champion_metric,
+    }
+    return {k: float(v) for k, v in values.items() if v is not None and v == v}
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, default=str)
+
+
+def _base_result(kind: str, window: Window, read: WindowRead, trigger: str) -> CycleResult:
+    m = read.manifest
+    return CycleResult(
+        kind=kind,
+        window_start=format_instant(window.start),
+        window_end=format_instant(window.end),
+        rows=m.rows,
+        duplicates=m.duplicates,
+        malformed=m.malformed,
+        late=m.late,
+        trigger=trigger,
+    )
+
+
+# --- the hourly fine-tune ------------------------------------------------------------------
+
+
+def recent_rows(ctx: CycleContext, window: Window, hours: int) -> pd.DataFrame:
+    """Rows of the `hours` windows before `window`: from memory in a backfill, else Kafka."""
+    if ctx.history is not None and ctx.history.covers(window, hours):
+        return ctx.history.before(window, hours)
+    span = Window(window.start - hours * window.length, window.start)
+    read = ctx.stages.run(
+        "read window",
+        read_window,
+        ctx.settings,
+        ctx.schema,
+        span,
+        send_dead_letters=False,
+        reader=ctx.reader,
+        retries=3,
+    )
+    return read.frame
+
+
+def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedule") -> CycleResult:
+    """Test-then-train one window: score the champion, fine-tune a copy, gate, register."""
+    settings, schema = ctx.settings, ctx.schema
+    read = ctx.stages.run(
+        "read window",
+        read_window,
+        settings,
+        schema,
+        window,
+        send_dead_letters=ctx.send_dead_letters,
+        reader=ctx.reader,
+        retries=3,
+    )
+    result = _base_result("finetune", window, read, trigger)
+    history_hours = max(settings.replay_hours, settings.long_holdout_hours)
+    history = recent_rows(ctx, window, history_hours)
+    if ctx.history is not None:
+        ctx.history.add(window, read.frame)
+    if read.frame.empty:
+        result.reasons = ["window has no rows"]
+        return _finish(ctx, result)
+    parent, champion = ctx.stages.run("load champion", champion_model, ctx, retries=2)
+    result.champion_version = parent
+    if champion is None:
+        result.reasons = ["no champion yet: run `streamtrain retrain` first"]
+        return _finish(ctx, result)
+    result.prequential_accuracy = ctx.stages.run(
+        "prequential score", score_accuracy, champion, schema, read.frame
+    )
+    existing = already_trained(ctx, parent, window, "finetune")
+    if existing is not None:
+        result.decision = "unchanged"
+        result.challenger_version = existing
+        result.reasons = [
+            f"already trained on this window from version {parent} (version {existing})"
+        ]
+        return _finish(ctx, result)
+    assert parent is not None  # a champion model implies its version
+    registry.record_live_accuracy(
+        settings, ctx.model_name, parent, window.start, result.prequential_accuracy
+    )
+
+    seed = settings.seed + to_ms(window.start) // 3_600_000
+    window_holdout = holdout_mask(schema, read.frame, settings.seed)
+    hist_holdout = holdout_mask(schema, history, settings.seed) if not history.empty else None
+    train_rows = read.frame[~window_holdout]
+    if hist_holdout is not None:
+        replay_pool = history[~hist_holdout]
+        recent_start = to_ms(window.start - timedelta(hours=settings.replay_hours))
+        replay_pool = replay_pool[replay_pool["_event_ms"] >= recent_start]
+        train_rows = pd.concat(
+            [train_rows, replay_sample(replay_pool, settings.replay_samples, settings.seed, seed)],
+            ignore_index=True,
+        )
+    challenger = ctx.stages.run("fine-tune", _fine_tune, ctx, champion, train_rows, seed)
+    holdouts = _holdouts(
+        ctx,
+        window,
+        read.frame[window_holdout],
+        history[hist_holdout] if hist_holdout is not None else history,
+    )
+    comparisons = ctx.stages.run(
+        "holdout eval", compare_on_holdouts, ctx, challenger, champion, holdouts, seed
+    )
+    decision = ctx.stages.run(
+        "gate", decide_promotion, comparisons, None, GatePolicy.from_settings(settings)
+    )
+    result.challenger_metric, result.champion_metric = _primary(
+        comparisons, settings.primary_metric
+    )
+    version, run_id = register_and_decide(
+        ctx,
+        kind="finetune",
+        window=window,
+        read=read,
+        model=challenger,
+        train_rows=train_rows,
+        parent=parent,
+        comparisons=comparisons,
+        decision=decision,
+        trigger=trigger,
+        extra_metrics=_result_metrics(result),
+    )
+    result.challenger_version, result.run_id = version, run_id
+    result.decision = "promoted" if decision.promote else "kept"
+    result.reasons = list(decision.reasons)
+    if decision.promote:
+        ctx.models.clear()
+        ctx.models[version] = challenger
+    else:
+        _check_rollback(ctx, result)
+    return _finish(ctx, result)
+
+
+def _fine_tune(ctx: CycleContext, champion: Any, rows: pd.DataFrame, seed: int) -> Any:
+    challenger = fine_tune_copy(champion)
+    s = ctx.settings
+    train(
+        challenger,
+        ctx.schema,
+        rows,
+        epochs=s.finetune_epochs,
+        learning_rate=s.finetune_learning_rate,
+        batch_size=s.batch_size,
+        seed=seed,
+    )
+    return challenger
+
+
+def _holdouts(
+    ctx: CycleContext, window: Window, current: pd.DataFrame, past: pd.DataFrame
+) -> dict[str, pd.DataFrame]:
+    """Recent and long holdouts: held-out rows of the last few hours and of a longer period."""
+    s = ctx.settings
+    out = {}
+    for name, hours in (("recent", s.recent_holdout_hours), ("long", s.long_holdout_hours)):
+        since = to_ms(window.end - timedelta(hours=hours))
+        older = past[past["_event_ms"] >= since] if not past.empty else past
+        out[name] = pd.concat([older, current], ignore_index=True) if not older.empty else current
+    return out
+
+
+def _check_rollback(ctx: CycleContext, result: CycleResult) -> None:
+    """Give the champion back when a new one serves clearly worse than the one it replaced."""
+    s = ctx.settings
+    live = registry.live_accuracy(s, ctx.model_name, s.rollback_hours)
+    if live is None:
+        return
+    decision = decide_rollback(
+        list(live.current), live.previous, s.rollback_hours, s.rollback_margin
+    )
+    if decision.rollback:
+        restored = registry.rollback(
+            s, ctx.model_name, who="streamtrain auto-rollback", why=decision.reason
+        )
+        ctx.models.clear()
+        result.decision = "rolled back"
+        result.reasons.append(f"rolled back to version {restored}: {decision.reason}")
+
+
+def _finish(ctx: CycleContext, result: CycleResult) -> CycleResult:
+    result.timings = ctx.stages.reset()
+    log.info(
+        "%s %s: %s rows, champion v%s, prequential accuracy %s, %s",
+        result.kind,
+        result.window_start,
+        result.rows,
+        result.champion_version or "-",
+        f"{result.prequential_accuracy:.3f}" if result.prequential_accuracy is not None else "-",
+        result.decision,
+    )
+    return result
+
+
+# --- the full retrain ------------------------------------------------------------------------
+
+
+def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedule") -> CycleResult:
+    """Train from scratch on the last `retrain_days` up to `until`; gate against the champion."""
+    settings, schema = ctx.settings, ctx.schema
+    end = Window.containing(until, schema.window).start
+    span = Window(end - timedelta(days=settings.retrain_days), end)
+    read = ctx.stages.run(
+        "read window",
+        read_window,
+        settings,
+        schema,
+        span,
+        send_dead_letters=False,
+        reader=ctx.reader,
+        retries=3,
+    )
+    result = _base_result("retrain", span, read, trigger)
+    if read.frame.empty:
+        result.reasons = [f"no rows in {span}"]
+        return _finish(ctx, result)
+    parent, champion = ctx.stages.run("load champion", champion_model, ctx, retries=2)
+    result.champion_version = parent
+    existing = already_trained(ctx, parent, span, "retrain")
+    if existing is not None:
+        result.decision = "unchanged"
+        result.challenger_version = existing
+        result.reasons = [
+            f"already retrained on this range from version {parent} (version {existing})"
+        ]
+        return _finish(ctx, result)
+    frame = read.frame
+    cutoff = to_ms(end - timedelta(hours=settings.holdout_hours))
+    recent = frame["_event_ms"] >= cutoff
+    train_rows = frame[~recent & ~holdout_mask(schema, frame, settings.seed)]
+    if train_rows.empty:
+        result.reasons = ["no rows before the holdout period to train on"]
+        return _finish(ctx, result)
+    model = ctx.stages.run("fit", _fit_fresh, ctx, train_rows)
+    recent_cut = to_ms(end - timedelta(hours=settings.recent_holdout_hours))
+    holdouts = {"recent": frame[frame["_event_ms"] >= recent_cut], "long": frame[recent]}
+    comparisons = ctx.stages.run(
+        "holdout eval", compare_on_holdouts, ctx, model, champion, holdouts, settings.seed
+    )
+    decision = ctx.stages.run(
+        "gate",
+        decide_promotion,
+        comparisons,
+        None,
+        GatePolicy.from_settings(settings),
+        fine_tuned=False,
+    )
+    result.challenger_metric, result.champion_metric = _primary(
+        comparisons, settings.primary_metric
+    )
+    version, run_id = register_and_decide(
+        ctx,
+        kind="retrain",
+        window=span,
+        read=read,
+        model=model,
+        train_rows=train_rows,
+        parent=parent,
+        comparisons=comparisons,
+        decision=decision,
+        trigger=trigger,
+        extra_metrics=_result_metrics(result),
+    )
+    result.challenger_version, result.run_id = version, run_id
+    result.decision = "promoted" if decision.promote else "kept"
+    result.reasons = list(decision.reasons)
+    if decision.promote:
+        ctx.models.clear()
+        ctx.models[version] = model
+    return _finish(ctx, result)
+
+
+def _fit_fresh(ctx: CycleContext, rows: pd.DataFrame) -> Any:
+    s = ctx.settings
+    model = build_model(ctx.schema, s, rows)
+    train(
+        model,
+        ctx.schema,
+        rows,
+        epochs=s.retrain_epochs,
+        learning_rate=s.retrain_learning_rate,
+        batch_size=s.batch_size,
+        seed=s.seed,
+    )
+    return model

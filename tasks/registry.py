@@ -1,0 +1,817 @@
+"""The model registry: MLflow runs, registered versions, aliases and their history.
+
+Every MLflow call in streamtrain lives here. A training run becomes one MLflow run holding the
+Keras model; registering it adds a version of the schema's model with its lineage as tags; the
+aliases `champion`, `challenger` and `previous-champion` say which version does what, and each
+alias move is recorded on the registered model because MLflow keeps no history of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tasks.schema import StreamSchema
+from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    import keras
+    from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+    from mlflow.pyfunc import PyFuncModel
+    from mlflow.tracking import MlflowClient
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS_CHAMPION = "previous-champion"
+ALIASES = (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)
+
+_NONE = "none"  # tag value standing for "no version" (tag values cannot be null)
+_HISTORY_PREFIX = "alias_history."
+# registered_model_tags.value is VARCHAR(5000) on MySQL/PostgreSQL (sqlite ignores lengths and
+# MLflow's own check allows 100,000), so a history entry stays well below 5000 characters.
+_HISTORY_ENTRY_LIMIT = 4000
+_LOCK_POLL_S = 0.05
+
+
+class RegistryError(RuntimeError):
+    """A registry request that cannot be honoured; the message says why."""
+
+
+class NoPreviousChampion(RegistryError):
+    """Rollback asked for, but no version holds the `previous-champion` alias."""
+
+
+class LockTimeout(TimeoutError):
+    """Another process holds a lock for longer than the caller was willing to wait."""
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+def iso_utc(value: datetime | str) -> str:
+    """Canonical UTC text of a time ('2026-01-05T10:00Z'), so tags compare equal in searches."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    if value.second or value.microsecond:
+        return value.strftime("%Y-%m-%dT%H:%M:%S") + (
+            f".{value.microsecond:06d}Z" if value.microsecond else "Z"
+        )
+    return value.strftime("%Y-%m-%dT%H:%MZ")
+
+
+def format_run_name(training_kind: str, window_start: datetime | str) -> str:
+    """Run names that make the experiment table read like a timeline."""
+    return f"{training_kind} {iso_utc(window_start)}"
+
+
+class Lineage(BaseModel):
+    """Where a version comes from and why it was (or was not) promoted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    parent_version: str | None = None
+    training_kind: Literal["retrain", "finetune"]
+    window_start: str
+    window_end: str
+    trained_windows: tuple[str, ...] = ()
+    offsets: dict[str, tuple[int, int]] = Field(
+        default_factory=dict, description="'topic-partition' -> [first, last] offset read."
+    )
+    data_hash: str
+    schema_hash: str
+    seed: int
+    trigger: str = "schedule"
+    holdout_metrics: dict[str, float] = Field(default_factory=dict)
+    champion_version: str | None = Field(default=None, description="The version compared with.")
+    champion_metrics: dict[str, float] = Field(default_factory=dict)
+    gate_decision: str | None = None
+    gate_reasons: tuple[str, ...] = ()
+
+    @field_validator("window_start", "window_end", mode="before")
+    @classmethod
+    def _canonical_time(cls, value: object) -> object:
+        return iso_utc(value) if isinstance(value, str | datetime) else value
+
+    @field_validator("trained_windows", mode="before")
+    @classmethod
+    def _canonical_times(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            return tuple(iso_utc(v) if isinstance(v, str | datetime) else v for v in value)
+        return value
+
+    @field_validator("parent_version", "champion_version", mode="before")
+    @classmethod
+    def _version_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) else value
+
+    def to_tags(self) -> dict[str, str]:
+        """Flat string tags readable in the MLflow UI, plus the whole record as JSON."""
+        tags = {
+            "lineage.parent_version": self.parent_version or _NONE,
+            "lineage.training_kind": self.training_kind,
+            "lineage.window_start": self.window_start,
+            "lineage.window_end": self.window_end,
+            "lineage.trained_windows": compact_windows(self.trained_windows),
+            "lineage.offsets": ", ".join(
+                f"{tp}:{first}-{last}" for tp, (first, last) in sorted(self.offsets.items())
+            ),
+            "lineage.data_hash": self.data_hash,
+            "lineage.schema_hash": self.schema_hash,
+            "lineage.seed": str(self.seed),
+            "lineage.trigger": self.trigger,
+            "gate.compared_with": self.champion_version or _NONE,
+            "gate.decision": self.gate_decision or "pending",
+            "gate.reasons": "; ".join(self.gate_reasons),
+            "lineage.json": self.model_dump_json(),
+        }
+        tags |= {f"metrics.holdout.{k}": f"{v:.6g}" for k, v in self.holdout_metrics.items()}
+        tags |= {f"metrics.champion.{k}": f"{v:.6g}" for k, v in self.champion_metrics.items()}
+        return tags
+
+
+def compact_windows(starts: Iterable[str]) -> str:
+    """'A..B (n windows)' for each run of evenly spaced window starts, e.g. 14 days in one line."""
+    times = sorted({datetime.fromisoformat(s.replace("Z", "+00:00")) for s in starts})
+    if not times:
+        return ""
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    step = min(gaps) if gaps else None
+    runs: list[list[datetime]] = [[times[0]]]
+    for gap, stamp in zip(gaps, times[1:], strict=True):
+        if gap == step:
+            runs[-1].append(stamp)
+        else:
+            runs.append([stamp])
+    parts = []
+    for run in runs:
+        if len(run) == 1:
+            parts.append(iso_utc(run[0]))
+        else:
+            parts.append(f"{iso_utc(run[0])}..{iso_utc(run[-1])} ({len(run)} windows)")
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """One logged training run and the model it holds."""
+
+    run_id: str
+    model_uri: str
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One recorded move of an alias (MLflow itself keeps no alias history)."""
+
+    seq: int
+    at: str
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    trigger: str
+    reasons: tuple[str, ...]
+    who: str
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A registered version as `streamtrain model show` lists it."""
+
+    version: str
+    created_at: datetime
+    run_id: str | None
+    description: str
+    aliases: tuple[str, ...]
+    tags: dict[str, str] = field(default_factory=dict)
+    lineage: Lineage | None = None
+
+
+# --- connection -----------------------------------------------------------------------------
+
+
+def connect(settings: Settings) -> MlflowClient:
+    """Point MLflow (client and fluent API) at the configured store; quiet its progress bars."""
+    import mlflow.environment_variables as env
+    from mlflow.tracking import MlflowClient, set_registry_uri, set_tracking_uri
+
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if not env.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.defined:
+        env.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set("false")
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI into os.environ, where every
+    # later Settings() of this process would read it and ignore its own store: restore it.
+    exported = (env.MLFLOW_TRACKING_URI, env.MLFLOW_REGISTRY_URI)
+    saved = [(var, var.get_raw()) for var in exported]
+    set_tracking_uri(uri)
+    set_registry_uri(uri)
+    for var, value in saved:
+        var.unset() if value is None else var.set(value)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(settings: Settings, name: str) -> str:
+    """The experiment's id, creating it with a pinned artifact location for a local store."""
+    from mlflow.exceptions import MlflowException
+
+    client = connect(settings)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        # Without a pinned location a sqlite store puts artifacts in ./mlruns of the cwd;
+        # a tracking server decides for itself (mlflow-artifacts:/...).
+        location = None
+        if settings.tracking_uri.startswith("sqlite:"):
+            location = (settings.mlflow_artifacts_dir.resolve() / name).as_uri()
+        try:
+            return str(client.create_experiment(name, artifact_location=location))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
+            assert experiment is not None
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return str(experiment.experiment_id)
+
+
+def pinned_requirements() -> list[str]:
+    """Exact pins of what the model needs, so log_model skips its slow inference (~7 s)."""
+    pins = []
+    for candidates in (("mlflow",), ("keras",), ("tensorflow-cpu", "tensorflow")):
+        for dist in candidates:
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                pins.append(f"{dist}=={metadata.version(dist)}")
+                break
+    return pins
+
+
+# --- runs and versions ----------------------------------------------------------------------
+
+
+def log_training_run(
+    settings: Settings,
+    schema: StreamSchema,
+    *,
+    run_name: str,
+    params: Mapping[str, object],
+    metrics: Mapping[str, float],
+    metric_series: Mapping[str, Mapping[int, float]],
+    tags: Mapping[str, str],
+    model: keras.Model,
+    lineage: Lineage,
+    artifacts: Mapping[str, str | bytes],
+) -> RunRef:
+    """Log one training run: the Keras model, parameters, metrics, lineage and small files."""
+    import mlflow.keras
+
+    client = connect(settings)
+    experiment_id = ensure_experiment(settings, schema.name)
+    run_tags = {k: v for k, v in lineage.to_tags().items() if k.startswith("lineage.")}
+    del run_tags["lineage.json"]
+    run_tags["mlflow.note.content"] = _describe_run(schema, lineage)
+    run_tags |= tags
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags) as run:
+        run_id = run.info.run_id
+        with _quiet_missing_signature():
+            info = mlflow.keras.log_model(
+                model, name="model", pip_requirements=pinned_requirements()
+            )
+        _log_values(client, run_id, params, metrics, metric_series)
+        files = {**artifacts, "lineage.json": lineage.model_dump_json(indent=2)}
+        _log_files(client, run_id, files)
+    return RunRef(run_id=run_id, model_uri=info.model_uri)
+
+
+@contextlib.contextmanager
+def _quiet_missing_signature() -> Iterator[None]:
+    # No signature on purpose: the models take a dict of raw features (strings included), and
+    # inferring one needs an input example, i.e. a prediction at log time.
+    def keep(record: logging.LogRecord) -> bool:
+        return "without specifying model signature" not in record.getMessage()
+
+    logger = logging.getLogger("mlflow.keras.save")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
+def _describe_run(schema: StreamSchema, lineage: Lineage) -> str:
+    parent = f"version {lineage.parent_version}" if lineage.parent_version else "scratch"
+    return (
+        f"{lineage.training_kind} of {schema.name} from {parent} on window "
+        f"{lineage.window_start}..{lineage.window_end} (trigger: {lineage.trigger})"
+    )
+
+
+def _log_values(
+    client: MlflowClient,
+    run_id: str,
+    params: Mapping[str, object],
+    metrics: Mapping[str, float],
+    metric_series: Mapping[str, Mapping[int, float]],
+) -> None:
+    from mlflow.entities import Metric, Param
+
+    now = int(time.time() * 1000)
+    points = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    points += [
+        Metric(k, float(v), now, int(step))
+        for k, series in metric_series.items()
+        for step, v in sorted(series.items())
+    ]
+    entries = [Param(k, str(v)) for k, v in params.items()]
+    for i in range(0, len(entries), 100):  # MLflow's batch limits: 100 params, 1000 metrics
+        client.log_batch(run_id, params=entries[i : i + 100])
+    for i in range(0, len(points), 1000):
+        client.log_batch(run_id, metrics=points[i : i + 1000])
+
+
+def _log_files(client: MlflowClient, run_id: str, files: Mapping[str, str | bytes]) -> None:
+    for artifact_file, content in files.items():
+        if isinstance(content, str):
+            client.log_text(run_id, content, artifact_file)
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(artifact_file).name
+            local.write_bytes(content)
+            folder = str(Path(artifact_file).parent)
+            client.log_artifact(run_id, str(local), None if folder == "." else folder)
+
+
+def register_version(
+    settings: Settings, schema: StreamSchema, run_ref: RunRef, lineage: Lineage, description: str
+) -> str:
+    """Register the run's model as a version of `schema.name`, tagged with its lineage.
+
+    Safe to retry: a run that already has a version gets that version back, not a second one.
+    """
+    client = connect(settings)
+    _ensure_registered_model(client, schema)
+    done = _search_versions(client, f"name = '{schema.name}' and run_id = '{run_ref.run_id}'")
+    if done:
+        return str(min(int(v.version) for v in done))
+    model_id = run_ref.model_uri.removeprefix("models:/")
+    version = client.create_model_version(
+        name=schema.name,
+        source=run_ref.model_uri,
+        run_id=run_ref.run_id,
+        tags=lineage.to_tags(),
+        description=description,
+        model_id=model_id if model_id.startswith("m-") else None,
+    )
+    return str(version.version)
+
+
+def _ensure_registered_model(client: MlflowClient, schema: StreamSchema) -> None:
+    from mlflow.exceptions import MlflowException
+
+    description = (
+        f"{schema.description}\n\nTrained continuously from Kafka topic '{schema.topic}'. "
+        f"Aliases: '{CHAMPION}' serves, '{CHALLENGER}' is the latest candidate, "
+        f"'{PREVIOUS_CHAMPION}' is the rollback target. Every alias move is recorded in the "
+        f"tags '{_HISTORY_PREFIX}NNNNNN'."
+    ).strip()
+    try:
+        client.create_registered_model(schema.name, description=description)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+
+
+def find_version(
+    settings: Settings,
+    name: str,
+    *,
+    window_start: datetime | str,
+    parent_version: str | None,
+    training_kind: str,
+) -> str | None:
+    """The newest version already trained on this window from this parent (idempotent reruns)."""
+    found = _search_versions(
+        connect(settings),
+        f"name = '{name}'"
+        f" and tags.`lineage.window_start` = '{iso_utc(window_start)}'"
+        f" and tags.`lineage.parent_version` = '{parent_version or _NONE}'"
+        f" and tags.`lineage.training_kind` = '{training_kind}'",
+    )
+    return str(max(int(v.version) for v in found)) if found else None
+
+
+def list_versions(settings: Settings, name: str) -> list[VersionInfo]:
+    """All versions of a model, oldest first, with lineage and the aliases they hold."""
+    client = connect(settings)
+    by_version: dict[str, list[str]] = {}
+    for alias, version in _aliases(_registered(client, name)).items():
+        by_version.setdefault(version, []).append(alias)
+    infos = []
+    for mv in sorted(_search_versions(client, f"name = '{name}'"), key=lambda v: int(v.version)):
+        tags = dict(mv.tags)
+        lineage = (
+            Lineage.model_validate_json(tags["lineage.json"]) if "lineage.json" in tags else None
+        )
+        infos.append(
+            VersionInfo(
+                version=str(mv.version),
+                created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC),
+                run_id=mv.run_id,
+                description=mv.description or "",
+                aliases=tuple(sorted(by_version.get(str(mv.version), []))),
+                tags=tags,
+                lineage=lineage,
+            )
+        )
+    return infos
+
+
+def _search_versions(client: MlflowClient, filter_string: str) -> list[ModelVersion]:
+    found: list[ModelVersion] = []
+    token = None
+    while True:
+        page = client.search_model_versions(filter_string, max_results=1000, page_token=token)
+        found.extend(page)
+        token = page.token
+        if not token:
+            return found
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def model_uri(name: str, alias_or_version: str | int) -> str:
+    """'models:/name/3' for a version, 'models:/name@champion' for an alias."""
+    ref = str(alias_or_version)
+    return f"models:/{name}/{ref}" if ref.isdigit() else f"models:/{name}@{ref}"
+
+
+def _resolve(settings: Settings, name: str, alias_or_version: str | int) -> str:
+    ref = str(alias_or_version)
+    if ref.isdigit():
+        return ref
+    version = get_alias_version(settings, name, ref)
+    if version is None:
+        raise RegistryError(f"model {name!r} has no version with alias {ref!r}")
+    return version
+
+
+def load_keras(settings: Settings, name: str, alias_or_version: str | int) -> keras.Model:
+    """The Keras model of a version or alias, compiled with its optimizer state (fit continues)."""
+    import mlflow.keras
+
+    version = _resolve(settings, name, alias_or_version)
+    loaded: keras.Model = mlflow.keras.load_model(model_uri(name, version))
+    return loaded
+
+
+def load_pyfunc(settings: Settings, name: str, alias_or_version: str | int) -> PyFuncModel:
+    """The generic pyfunc model for serving; Keras progress bars are switched off."""
+    import keras
+    import mlflow.pyfunc
+
+    version = _resolve(settings, name, alias_or_version)
+    keras.utils.disable_interactive_logging()  # pyfunc.predict would print a bar per call
+    return mlflow.pyfunc.load_model(model_uri(name, version))
+
+
+# --- aliases and their history --------------------------------------------------------------
+
+
+def _registered(client: MlflowClient, name: str) -> RegisteredModel | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
+def _aliases(registered: RegisteredModel | None) -> dict[str, str]:
+    """Alias -> version as text (the sqlite store gives ints, REST gives strings)."""
+    if registered is None:
+        return {}
+    return {alias: str(version) for alias, version in registered.aliases.items()}
+
+
+def get_alias_version(settings: Settings, name: str, alias: str) -> str | None:
+    """The version holding an alias, or None (also when the model does not exist yet)."""
+    return _aliases(_registered(connect(settings), name)).get(alias)
+
+
+class _AliasSession:
+    """Alias moves of one model under its alias lock; each move is recorded as it happens."""
+
+    def __init__(self, client: MlflowClient, name: str) -> None:
+        self.client = client
+        self.name = name
+        registered = _registered(client, name)
+        self.aliases = _aliases(registered)
+        self.next_seq = max((m.seq for m in _read_history(registered)), default=0) + 1
+
+    def move(
+        self, alias: str, to: str | None, *, trigger: str, reasons: Sequence[str], who: str
+    ) -> None:
+        before = self.aliases.get(alias)
+        if before == to:
+            return
+        if to is None:
+            self.client.delete_registered_model_alias(self.name, alias)
+            self.aliases.pop(alias, None)
+        else:
+            self.client.set_registered_model_alias(self.name, alias, to)
+            self.aliases[alias] = to
+        record = AliasMove(
+            seq=self.next_seq,
+            at=iso_utc(datetime.now(UTC).replace(microsecond=0)),
+            alias=alias,
+            from_version=before,
+            to_version=to,
+            trigger=trigger,
+            reasons=tuple(reasons),
+            who=who,
+        )
+        key = f"{_HISTORY_PREFIX}{record.seq:06d}"
+        self.client.set_registered_model_tag(self.name, key, _encode_move(record))
+        self.next_seq += 1
+
+
+@contextlib.contextmanager
+def _alias_session(settings: Settings, name: str) -> Iterator[_AliasSession]:
+    # Alias moves read, then write: the lock keeps two movers on this machine from interleaving.
+    with _file_lock(settings.home / "locks" / f"{name}.aliases.lock", 30.0, "alias lock"):
+        yield _AliasSession(connect(settings), name)
+
+
+def promote(
+    settings: Settings,
+    name: str,
+    version: str | int,
+    *,
+    trigger: str,
+    reasons: Sequence[str],
+    who: str = "streamtrain",
+) -> None:
+    """Make `version` champion; the old champion becomes previous-champion. No-op if already."""
+    version = str(version)
+    with _alias_session(settings, name) as session:
+        old = session.aliases.get(CHAMPION)
+        if old == version:
+            return
+        if old is not None:
+            session.move(PREVIOUS_CHAMPION, old, trigger=trigger, reasons=reasons, who=who)
+        session.move(CHAMPION, version, trigger=trigger, reasons=reasons, who=who)
+        if session.aliases.get(CHALLENGER) == version:
+            session.move(CHALLENGER, None, trigger=trigger, reasons=["promoted"], who=who)
+
+
+def set_challenger(
+    settings: Settings,
+    name: str,
+    version: str | int,
+    *,
+    trigger: str,
+    reasons: Sequence[str] = (),
+    who: str = "streamtrain",
+) -> None:
+    """Point `challenger` at the latest candidate version."""
+    with _alias_session(settings, name) as session:
+        session.move(CHALLENGER, str(version), trigger=trigger, reasons=reasons, who=who)
+
+
+def rollback(settings: Settings, name: str, *, who: str, why: str) -> str:
+    """Give `champion` back to previous-champion (which is then cleared); returns that version."""
+    with _alias_session(settings, name) as session:
+        previous = session.aliases.get(PREVIOUS_CHAMPION)
+        current = session.aliases.get(CHAMPION)
+        if previous is None:
+            raise NoPreviousChampion(
+                f"cannot roll back model {name!r}: no version holds the "
+                f"'{PREVIOUS_CHAMPION}' alias (champion is {current or 'unset'}); "
+                "promote a version explicitly instead"
+            )
+        session.move(CHAMPION, previous, trigger="rollback", reasons=[why], who=who)
+        # Cleared, so that a second rollback cannot bring back the version just rolled back.
+        done = f"version {previous} restored as champion"
+        session.move(PREVIOUS_CHAMPION, None, trigger="rollback", reasons=[done], who=who)
+        if current is not None:
+            note = f"{iso_utc(datetime.now(UTC).replace(microsecond=0))} by {who}: {why}"
+            session.client.set_model_version_tag(name, current, "rolled_back", note)
+        return previous
+
+
+def alias_history(settings: Settings, name: str) -> list[AliasMove]:
+    """Every recorded alias move of a model, oldest first."""
+    return _read_history(_registered(connect(settings), name))
+
+
+def _read_history(registered: RegisteredModel | None) -> list[AliasMove]:
+    tags = registered.tags if registered is not None else {}
+    moves = [
+        _decode_move(int(key.removeprefix(_HISTORY_PREFIX)), value)
+        for key, value in tags.items()
+        if key.startswith(_HISTORY_PREFIX)
+    ]
+    return sorted(moves, key=lambda m: m.seq)
+
+
+def _encode_move(move: AliasMove) -> str:
+    """Compact JSON within the tag limit: the longest reasons are shortened first."""
+    reasons = list(move.reasons)
+    truncated = False
+    while True:
+        entry: dict[str, Any] = {
+            "at": move.at,
+            "alias": move.alias,
+            "from": move.from_version,
+            "to": move.to_version,
+            "trigger": move.trigger[:500],
+            "reasons": reasons,
+            "who": move.who[:200],
+        }
+        if truncated or len(move.trigger) > 500 or len(move.who) > 200:
+            entry["truncated"] = True
+        text = json.dumps(entry, separators=(",", ":"))  # ASCII only: characters == bytes
+        if len(text) <= _HISTORY_ENTRY_LIMIT:
+            return text
+        truncated = True
+        longest = max(range(len(reasons)), key=lambda i: len(reasons[i]))
+        if len(reasons[longest]) > 40:
+            reasons[longest] = reasons[longest][: len(reasons[longest]) // 2] + "..."
+        else:
+            reasons.pop()
+
+
+def _decode_move(seq: int, text: str) -> AliasMove:
+    entry = json.loads(text)
+    return AliasMove(
+        seq=seq,
+        at=entry["at"],
+        alias=entry["alias"],
+        from_version=entry.get("from"),
+        to_version=entry.get("to"),
+        trigger=entry.get("trigger", ""),
+        reasons=tuple(entry.get("reasons", ())),
+        who=entry.get("who", ""),
+        truncated=bool(entry.get("truncated", False)),
+    )
+
+
+# --- locks ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def training_lock(settings: Settings, name: str, timeout_s: float) -> Iterator[None]:
+    """Hold the model's training lock, waiting up to `timeout_s`; raise LockTimeout otherwise.
+
+    An flock under `settings.home/locks` only excludes runs on this machine; across machines
+    the Prefect concurrency limit on the training deployments provides exclusivity.
+    """
+    with _file_lock(settings.home / "locks" / f"{name}.train.lock", timeout_s, "training lock"):
+        yield
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, timeout_s: float, what: str) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+                    raise LockTimeout(
+                        f"{what} {path.name} is held by {holder}; gave up after {timeout_s:g} s"
+                    ) from None
+                time.sleep(min(_LOCK_POLL_S, left))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {iso_utc(datetime.now(UTC))}".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# --- lineage lookups, live accuracy and the cycle report --------------------------------------
+
+_LIVE_TAG = "live.accuracy"
+_LIVE_KEPT = 72  # windows of live accuracy kept per version
+
+
+@dataclass(frozen=True)
+class LiveAccuracy:
+    """Live (prequential) accuracy of the serving champion and of the one it replaced."""
+
+    champion: str
+    current: tuple[float, ...]  # per window, oldest first, since it started serving
+    previous: float | None  # mean over the previous champion's last serving windows
+
+
+def version_lineage(settings: Settings, name: str, version: str) -> Lineage | None:
+    """The lineage recorded with a version (None for a version registered elsewhere)."""
+    tags = connect(settings).get_model_version(name, version).tags
+    return Lineage.model_validate_json(tags["lineage.json"]) if "lineage.json" in tags else None
+
+
+def _live_series(client: MlflowClient, name: str, version: str) -> list[list[Any]]:
+    text = client.get_model_version(name, version).tags.get(_LIVE_TAG)
+    return json.loads(text) if text else []
+
+
+def record_live_accuracy(
+    settings: Settings, name: str, version: str, window_start: datetime, accuracy: float
+) -> None:
+    """Append one window's live accuracy to the serving version (once per window)."""
+    client = connect(settings)
+    series = [
+        entry for entry in _live_series(client, name, version) if entry[0] != iso_utc(window_start)
+    ]
+    series.append([iso_utc(window_start), round(float(accuracy), 5)])
+    series.sort(key=lambda entry: entry[0])
+    client.set_model_version_tag(name, version, _LIVE_TAG, json.dumps(series[-_LIVE_KEPT:]))
+
+
+def live_accuracy(settings: Settings, name: str, hours: int) -> LiveAccuracy | None:
+    """The champion's live accuracy and its predecessor's (last `hours` windows), if both exist."""
+    client = connect(settings)
+    aliases = _aliases(_registered(client, name))
+    champion, previous = aliases.get(CHAMPION), aliases.get(PREVIOUS_CHAMPION)
+    if champion is None or previous is None:
+        return None
+    before = [acc for _, acc in _live_series(client, name, previous)][-hours:]
+    current = tuple(acc for _, acc in _live_series(client, name, champion))
+    return LiveAccuracy(champion, current, sum(before) / len(before) if before else None)
+
+
+def tag_run(settings: Settings, run_id: str, tags: Mapping[str, str]) -> None:
+    client = connect(settings)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+
+
+def cycle_runs(settings: Settings, name: str) -> list[dict[str, Any]]:
+    """Every training cycle logged for the model, as report rows (window order)."""
+    client = connect(settings)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return []
+    rows = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment.experiment_id],
+            "tags.`streamtrain.kind` != ''",
+            max_results=1000,
+            page_token=token,
+        )
+        for run in page:
+            tags, metrics = run.data.tags, run.data.metrics
+            rows.append(
+                {
+                    "window_start": tags.get("streamtrain.window_start"),
+                    "kind": tags.get("streamtrain.kind"),
+                    "rows": int(metrics.get("rows", 0)),
+                    "champion_version": None
+                    if run.data.params.get("parent") in (None, "none")
+                    else run.data.params["parent"],
+                    "prequential_accuracy": metrics.get("prequential_accuracy"),
+                    "challenger_version": tags.get("streamtrain.version"),
+                    "challenger_metric": metrics.get("challenger_metric"),
+                    "champion_metric": metrics.get("champion_metric"),
+                    "decision": tags.get("streamtrain.decision"),
+                    "reasons": json.loads(tags.get("streamtrain.reasons", "[]")),
+                    "trigger": tags.get("streamtrain.trigger"),
+                    "run_id": run.info.run_id,
+                    **{k: v for k, v in tags.items() if k.startswith("report.")},
+                }
+            )
+        token = page.token
+        if not token:
+            return rows

@@ -1,0 +1,332 @@
+"""The registry against a real sqlite MLflow store in a temp dir (no broker, no server)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from tasks import registry
+from tasks.registry import Lineage, RunRef
+from tasks.schema import StreamSchema
+from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    import keras
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = StreamSchema.model_validate(
+    {
+        "name": "registry-test",
+        "topic": "registry-test",
+        "description": "A two-feature stream for registry tests.",
+        "window": "1h",
+        "event_time": {"field": "event_time"},
+        "label": {"field": "busy", "classes": [0, 1], "positive": 1},
+        "features": [
+            {"name": "a", "kind": "numeric", "type": "float"},
+            {"name": "b", "kind": "numeric", "type": "float"},
+        ],
+    }
+)
+NAME = SCHEMA.name
+X = np.random.default_rng(0).random((64, 2)).astype("float32")
+Y = (X[:, 0] > 0.5).astype("float32")
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sqlite store with its tables created once (migrations take seconds); tests copy it."""
+    home = tmp_path_factory.mktemp("template")
+    settings = Settings(home=home, mlflow_dir=home / "mlflow")
+    registry.connect(settings).search_experiments()
+    return home / "mlflow" / "mlflow.db"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, empty_store: Path) -> Settings:
+    (tmp_path / "mlflow").mkdir()
+    shutil.copy(empty_store, tmp_path / "mlflow" / "mlflow.db")
+    return Settings(home=tmp_path, mlflow_dir=tmp_path / "mlflow")
+
+
+@pytest.fixture(scope="module")
+def model() -> keras.Model:
+    """A tiny trained functional model (2 dense layers) with optimizer state."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((2,), name="features")
+    hidden = keras.layers.Dense(4, activation="relu")(inputs)
+    outputs = keras.layers.Dense(1, activation="sigmoid")(hidden)
+    net = keras.Model(inputs, outputs)
+    net.compile(optimizer="adam", loss="binary_crossentropy")
+    net.fit(X, Y, epochs=2, batch_size=16, verbose=0)
+    return net
+
+
+def make_lineage(hour: int = 10, parent: str | None = None, **extra: object) -> Lineage:
+    fields: dict[str, object] = {
+        "parent_version": parent,
+        "training_kind": "finetune",
+        "window_start": f"2026-01-05T{hour:02d}:00Z",
+        "window_end": f"2026-01-05T{hour + 1:02d}:00Z",
+        "trained_windows": [f"2026-01-05T{h:02d}:00:00+00:00" for h in range(hour - 3, hour + 1)],
+        "offsets": {"registry-test-0": (100, 180), "registry-test-1": (90, 170)},
+        "data_hash": "d" * 16,
+        "schema_hash": SCHEMA.fingerprint(),
+        "seed": 7,
+        "trigger": "schedule",
+        "holdout_metrics": {"f1": 0.81, "accuracy": 0.9},
+        "champion_version": parent,
+        "champion_metrics": {"f1": 0.79},
+        "gate_decision": "promote",
+        "gate_reasons": ("f1 0.81 >= champion 0.79 - 0.02", "above floor 0.5"),
+    }
+    return Lineage.model_validate(fields | extra)
+
+
+LogFn = Callable[..., tuple[RunRef, str]]
+
+
+@pytest.fixture
+def log_version(settings: Settings, model: keras.Model) -> LogFn:
+    """Log one run with the tiny model and register it; returns (run ref, version)."""
+
+    def log(
+        lineage: Lineage | None = None, description: str = "hourly fine-tune"
+    ) -> tuple[RunRef, str]:
+        lineage = lineage or make_lineage()
+        ref = registry.log_training_run(
+            settings,
+            SCHEMA,
+            run_name=registry.format_run_name(lineage.training_kind, lineage.window_start),
+            params={"learning_rate": 1e-3, "epochs": 2},
+            metrics={"holdout_f1": 0.81},
+            metric_series={"prequential_accuracy": {0: 0.5, 1: 0.7, 2: 0.75}},
+            tags={"streamtrain.flow": "finetune"},
+            model=model,
+            lineage=lineage,
+            artifacts={"gate.json": '{"promote": true}', "reports/drift.bin": b"\x00\x01"},
+        )
+        return ref, registry.register_version(settings, SCHEMA, ref, lineage, description)
+
+    return log
+
+
+def test_registered_version_shows_lineage_tags_and_description(
+    settings: Settings, log_version: LogFn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    lineage = make_lineage(parent="3")
+    ref, version = log_version(lineage, "fine-tuned on 10:00 from v3")
+
+    assert version == "1"
+    # A retried registration of the same run returns its version instead of adding one.
+    assert registry.register_version(settings, SCHEMA, ref, lineage, "retry") == "1"
+    [info] = registry.list_versions(settings, NAME)
+    assert info.description == "fine-tuned on 10:00 from v3"
+    assert info.run_id == ref.run_id
+    assert info.lineage == lineage
+    assert info.tags["lineage.parent_version"] == "3"
+    assert info.tags["lineage.window_start"] == "2026-01-05T10:00Z"
+    assert info.tags["lineage.trained_windows"] == (
+        "2026-01-05T07:00Z..2026-01-05T10:00Z (4 windows)"
+    )
+    assert info.tags["lineage.offsets"] == "registry-test-0:100-180, registry-test-1:90-170"
+    assert info.tags["metrics.holdout.f1"] == "0.81"
+    assert info.tags["metrics.champion.f1"] == "0.79"
+    assert info.tags["gate.decision"] == "promote"
+    assert info.tags["gate.reasons"].startswith("f1 0.81 >= champion")
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(settings.tracking_uri)
+    run = client.get_run(ref.run_id)
+    assert run.info.run_name == "finetune 2026-01-05T10:00Z"
+    assert run.data.tags["lineage.training_kind"] == "finetune"
+    assert "from version 3" in run.data.tags["mlflow.note.content"]
+    assert run.data.params["learning_rate"] == "0.001"
+    series = client.get_metric_history(ref.run_id, "prequential_accuracy")
+    assert [(m.step, m.value) for m in series] == [(0, 0.5), (1, 0.7), (2, 0.75)]
+
+    # Artifacts land in the pinned store, not in ./mlruns of the cwd.
+    assert not (elsewhere / "mlruns").exists()
+    assert list(elsewhere.iterdir()) == []
+    root = settings.mlflow_artifacts_dir / NAME
+    run_files = root / ref.run_id / "artifacts"
+    assert Lineage.model_validate_json((run_files / "lineage.json").read_text()) == lineage
+    assert (run_files / "gate.json").read_text() == '{"promote": true}'
+    assert (run_files / "reports" / "drift.bin").read_bytes() == b"\x00\x01"
+    assert list(root.glob("models/m-*/artifacts/data/model.keras"))
+
+
+def test_alias_moves_are_recorded_in_order(settings: Settings, log_version: LogFn) -> None:
+    _, v1 = log_version()
+    _, v2 = log_version(make_lineage(11, "1"), "v2")
+    _, v3 = log_version(make_lineage(12, "2"), "v3")
+
+    registry.promote(settings, NAME, v1, trigger="bootstrap", reasons=["first model"])
+    registry.set_challenger(settings, NAME, v2, trigger="schedule")
+    registry.promote(settings, NAME, v2, trigger="schedule", reasons=["better f1"])
+    registry.set_challenger(settings, NAME, v3, trigger="drift:concept@2026-01-05T12:00Z")
+    registry.promote(settings, NAME, v3, trigger="schedule", reasons=["better f1"])
+    registry.promote(settings, NAME, v3, trigger="schedule", reasons=["no-op"])
+
+    get = registry.get_alias_version
+    assert get(settings, NAME, "champion") == "3"
+    assert get(settings, NAME, "previous-champion") == "2"
+    assert get(settings, NAME, "challenger") is None  # promoted, so no longer a challenger
+    moves = [
+        (m.alias, m.from_version, m.to_version) for m in registry.alias_history(settings, NAME)
+    ]
+    assert moves == [
+        ("champion", None, "1"),
+        ("challenger", None, "2"),
+        ("previous-champion", None, "1"),
+        ("champion", "1", "2"),
+        ("challenger", "2", None),
+        ("challenger", None, "3"),
+        ("previous-champion", "1", "2"),
+        ("champion", "2", "3"),
+        ("challenger", "3", None),
+    ]
+    history = registry.alias_history(settings, NAME)
+    assert [m.seq for m in history] == list(range(1, 10))
+    assert history[5].trigger == "drift:concept@2026-01-05T12:00Z"
+    assert history[0].reasons == ("first model",) and history[0].who == "streamtrain"
+    assert {v.version: v.aliases for v in registry.list_versions(settings, NAME)} == {
+        "1": (),
+        "2": ("previous-champion",),
+        "3": ("champion",),
+    }
+
+
+def test_rollback_restores_previous_champion_and_records_who_and_why(
+    settings: Settings, log_version: LogFn
+) -> None:
+    _, v1 = log_version()
+    _, v2 = log_version(make_lineage(11, "1"), "v2")
+    registry.promote(settings, NAME, v1, trigger="bootstrap", reasons=[])
+    registry.promote(settings, NAME, v2, trigger="schedule", reasons=["better"])
+
+    restored = registry.rollback(settings, NAME, who="alice", why="live accuracy fell 9 points")
+
+    assert restored == "1"
+    assert registry.get_alias_version(settings, NAME, "champion") == "1"
+    assert registry.get_alias_version(settings, NAME, "previous-champion") is None
+    last = registry.alias_history(settings, NAME)[-2:]
+    assert [(m.alias, m.from_version, m.to_version) for m in last] == [
+        ("champion", "2", "1"),
+        ("previous-champion", "1", None),
+    ]
+    assert last[0].who == "alice" and last[0].trigger == "rollback"
+    assert last[0].reasons == ("live accuracy fell 9 points",)
+    [rolled_back] = [v for v in registry.list_versions(settings, NAME) if v.version == "2"]
+    assert "by alice: live accuracy fell 9 points" in rolled_back.tags["rolled_back"]
+    # A second rollback would bring the bad version back: refused.
+    with pytest.raises(registry.NoPreviousChampion, match="no version holds"):
+        registry.rollback(settings, NAME, who="alice", why="again")
+
+
+def test_rollback_without_previous_champion_is_a_clear_error(
+    settings: Settings, log_version: LogFn
+) -> None:
+    with pytest.raises(registry.NoPreviousChampion, match=r"'previous-champion'.*unset"):
+        registry.rollback(settings, "never-registered", who="bob", why="test")
+    _, v1 = log_version()
+    registry.promote(settings, NAME, v1, trigger="bootstrap", reasons=[])
+    with pytest.raises(registry.NoPreviousChampion, match=r"champion is 1\)"):
+        registry.rollback(settings, NAME, who="bob", why="test")
+    assert registry.get_alias_version(settings, NAME, "champion") == "1"
+
+
+def test_load_keras_by_alias_predicts_like_logged_model_and_keeps_optimizer(
+    settings: Settings, log_version: LogFn, model: keras.Model
+) -> None:
+    _, v1 = log_version()
+    registry.promote(settings, NAME, v1, trigger="bootstrap", reasons=[])
+
+    loaded = registry.load_keras(settings, NAME, "champion")
+
+    np.testing.assert_allclose(loaded.predict(X, verbose=0), model.predict(X, verbose=0), 1e-6)
+    steps = int(model.optimizer.iterations)
+    assert steps > 0 and int(loaded.optimizer.iterations) == steps
+    loaded.fit(X, Y, epochs=1, batch_size=16, verbose=0)
+    assert int(loaded.optimizer.iterations) == steps + 4
+    served = registry.load_pyfunc(settings, NAME, v1)
+    np.testing.assert_allclose(served.predict(X), model.predict(X, verbose=0), 1e-6)
+    with pytest.raises(registry.RegistryError, match="no version with alias 'challenger'"):
+        registry.load_keras(settings, NAME, "challenger")
+
+
+def test_find_version_finds_rerun_of_same_window_and_parent_only(
+    settings: Settings, log_version: LogFn
+) -> None:
+    assert (
+        registry.find_version(
+            settings,
+            NAME,
+            window_start="2026-01-05T10:00Z",
+            parent_version="3",
+            training_kind="finetune",
+        )
+        is None
+    )  # the model does not exist yet
+    log_version(make_lineage(10, parent="3"))
+
+    def find(window_start: str, parent: str | None, kind: str = "finetune") -> str | None:
+        return registry.find_version(
+            settings, NAME, window_start=window_start, parent_version=parent, training_kind=kind
+        )
+
+    assert find("2026-01-05T10:00:00+00:00", "3") == "1"
+    assert find("2026-01-05T10:00Z", "4") is None
+    assert find("2026-01-05T10:00Z", None) is None
+    assert find("2026-01-05T11:00Z", "3") is None
+    assert find("2026-01-05T10:00Z", "3", "retrain") is None
+
+
+def test_long_reasons_are_truncated_to_fit_one_history_tag(
+    settings: Settings, log_version: LogFn
+) -> None:
+    _, v1 = log_version()
+    reasons = ["x" * 9000, "short reason", "é" * 3000]
+    registry.promote(settings, NAME, v1, trigger="schedule", reasons=reasons)
+
+    [move] = registry.alias_history(settings, NAME)
+    assert move.truncated and move.to_version == "1"
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient(settings.tracking_uri).get_registered_model(NAME).tags
+    assert len(tags["alias_history.000001"]) <= 4000
+
+
+def test_training_lock_refuses_then_lets_a_waiting_holder_in(settings: Settings) -> None:
+    acquired = threading.Event()
+
+    def second_holder() -> None:
+        with registry.training_lock(settings, NAME, timeout_s=30):
+            acquired.set()
+
+    with registry.training_lock(settings, NAME, timeout_s=1):
+        with (
+            pytest.raises(registry.LockTimeout, match=r"held by pid \d+"),
+            registry.training_lock(settings, NAME, timeout_s=0.2),
+        ):
+            pass
+        waiter = threading.Thread(target=second_holder)
+        waiter.start()
+        assert not acquired.wait(0.3)  # still waiting while the first holder runs
+    assert acquired.wait(10)
+    waiter.join(10)
+    with registry.training_lock(settings, "other-model", timeout_s=0):
+        pass  # locks are per model

@@ -1,0 +1,173 @@
+"""Retrain and fine-tune cycles against the real broker and a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks import registry
+from tasks.cycle import CycleContext, finetune_window, retrain_until
+from tasks.model import predict_proba
+from tasks.schema import StreamSchema, load_schema
+from tasks.settings import Settings
+from tasks.simulator import SimulationConfig, generate
+from tasks.stream import ensure_topic, produce, read_window
+from tasks.windowing import Window
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Raw:
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+def fast(settings: Settings, **changes: object) -> Settings:
+    """Small, quick training settings for tests."""
+    return settings.model_copy(
+        update={
+            "retrain_days": 8,
+            "holdout_hours": 16,
+            "retrain_epochs": 8,
+            "bootstrap_samples": 200,
+            **changes,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def stream(kafka_broker: Settings) -> StreamSchema:
+    """Ten simulated days (scenario none) in a topic of their own, shared by this module."""
+    schema = load_schema(ROOT / "schemas" / "drone.yaml")
+    schema = schema.model_copy(update={"topic": f"train-{uuid.uuid4().hex[:8]}"})
+    ensure_topic(kafka_broker, schema.topic)
+    produce(
+        kafka_broker,
+        schema.topic,
+        generate(SimulationConfig(start=START, hours=10 * 24, scenario="none", seed=5)),
+    )
+    return schema
+
+
+def context(settings: Settings, schema: StreamSchema) -> CycleContext:
+    return CycleContext(settings=settings, schema=schema)
+
+
+def test_retrain_registers_a_champion_with_lineage(
+    settings: Settings, stream: StreamSchema
+) -> None:
+    s = fast(settings)
+    result = retrain_until(context(s, stream), START + 8 * DAY)
+    assert result.decision == "promoted", result
+    assert (
+        registry.get_alias_version(s, stream.name, registry.CHAMPION) == result.challenger_version
+    )
+    (version,) = registry.list_versions(s, stream.name)
+    lineage = version.lineage
+    assert lineage is not None
+    assert lineage.training_kind == "retrain" and lineage.parent_version is None
+    assert lineage.window_start == "2026-01-05T00:00Z" and lineage.window_end == "2026-01-13T00:00Z"
+    assert lineage.offsets and lineage.data_hash and lineage.schema_hash == stream.fingerprint()
+    assert lineage.holdout_metrics["long.f1"] > 0.6
+    assert lineage.gate_decision == "promoted" and lineage.gate_reasons
+
+
+def test_finetune_promotes_on_a_normal_window_and_rerun_changes_nothing(
+    settings: Settings, stream: StreamSchema
+) -> None:
+    s = fast(settings)
+    ctx = context(s, stream)
+    first = retrain_until(ctx, START + 8 * DAY)
+    window = Window(START + 8 * DAY + timedelta(hours=10), START + 8 * DAY + timedelta(hours=11))
+    result = finetune_window(ctx, window)
+    assert result.rows == 100
+    assert result.champion_version == first.challenger_version
+    assert result.prequential_accuracy is not None and result.prequential_accuracy > 0.8
+    assert result.decision == "promoted", result.reasons
+    history = registry.alias_history(s, stream.name)
+    assert [m.alias for m in history if m.to_version == result.challenger_version][-1] == "champion"
+
+    # The same hour again, in a new process: nothing new, no alias moves.
+    versions_before = len(registry.list_versions(s, stream.name))
+    moves_before = len(registry.alias_history(s, stream.name))
+    rerun = finetune_window(context(s, stream), window)
+    assert rerun.decision == "unchanged", rerun.reasons
+    assert len(registry.list_versions(s, stream.name)) == versions_before
+    assert len(registry.alias_history(s, stream.name)) == moves_before
+
+
+def test_finetune_on_flipped_labels_is_registered_but_not_promoted(
+    settings: Settings, stream: StreamSchema
+) -> None:
+    # Aggressive fine-tuning without replay, so a poisoned window really damages the copy.
+    s = fast(settings, replay_samples=0, finetune_epochs=40, finetune_learning_rate=0.02)
+    ctx = context(s, stream)
+    champion = retrain_until(ctx, START + 8 * DAY).challenger_version
+    poisoned = stream.model_copy(update={"topic": f"{stream.topic}-flipped"})
+    ensure_topic(s, poisoned.topic, partitions=1)
+    hour = START + 8 * DAY + timedelta(hours=10)
+    source = read_window(s, stream, Window(hour - 2 * DAY, hour + timedelta(hours=1)))
+    flipped = []
+    for row in source.frame.drop(columns=["_event_ms"]).to_dict("records"):
+        in_window = row["event_time"] >= hour.strftime("%Y-%m-%dT%H")
+        row["busy"] = 1 - row["busy"] if in_window else row["busy"]
+        stamp = int(datetime.fromisoformat(row["event_time"]).timestamp() * 1000)
+        flipped.append(Raw(str(row["store_id"]).encode(), json.dumps(row).encode(), stamp))
+    closer = dict(flipped[-1].__dict__)
+    produce(
+        s,
+        poisoned.topic,
+        [*flipped, Raw(b"0", closer["value"], closer["timestamp_ms"] + 7_200_000)],
+    )
+
+    ctx = context(s, poisoned)
+    result = finetune_window(ctx, Window(hour, hour + timedelta(hours=1)))
+    assert result.decision == "kept", result.reasons
+    assert result.challenger_version is not None
+    assert registry.get_alias_version(s, poisoned.name, registry.CHAMPION) == champion
+    version = next(
+        v
+        for v in registry.list_versions(s, poisoned.name)
+        if v.version == result.challenger_version
+    )
+    assert version.lineage is not None and version.lineage.gate_decision == "kept champion"
+    reasons = version.lineage.gate_reasons
+    assert any("worse" in r or "floor" in r for r in reasons), reasons
+
+
+def test_rollback_and_reload_predict_the_same(settings: Settings, stream: StreamSchema) -> None:
+    s = fast(settings)
+    ctx = context(s, stream)
+    first = retrain_until(ctx, START + 8 * DAY).challenger_version
+    second = retrain_until(ctx, START + 9 * DAY)
+    assert second.decision == "promoted", second.reasons
+    window = read_window(
+        s,
+        stream,
+        Window(START + 9 * DAY + timedelta(hours=10), START + 9 * DAY + timedelta(hours=11)),
+    )
+    in_memory = ctx.models[second.challenger_version]
+    reloaded = registry.load_keras(s, stream.name, "champion")
+    np.testing.assert_allclose(
+        predict_proba(in_memory, stream, window.frame),
+        predict_proba(reloaded, stream, window.frame),
+        rtol=1e-5,
+    )
+
+    restored = registry.rollback(s, stream.name, who="tester", why="testing rollback")
+    assert restored == first
+    assert registry.get_alias_version(s, stream.name, registry.CHAMPION) == first
+    last = registry.alias_history(s, stream.name)[-1]
+    assert (last.who, last.reasons) == ("tester", ("testing rollback",)) or last.who == "tester"
