@@ -47,6 +47,12 @@ def run_backfill(
             results.append(finetune_window(ctx, window, trigger="backfill"))
             if on_window:
                 on_window(results[-1])
+            if results[-1].retrain_triggered:
+                # In-process during a replay; the flow asks the retrain deployment instead.
+                trigger = results[-1].retrain_trigger or "drift"
+                results.append(retrain_until(ctx, window.end, trigger=trigger))
+                if on_window:
+                    on_window(results[-1])
     ctx.reader = None
     return results
 

@@ -247,7 +247,7 @@ def window(
 
 
 def write_rows(frame: Any, output: Path) -> None:
-    rows = frame.drop(columns=["_event_ms"], errors="ignore")
+    rows = frame.drop(columns=["_event_ms", "_partition", "_offset"], errors="ignore")
     if output.suffix == ".parquet":
         rows.to_parquet(output, index=False)
     elif output.suffix == ".csv":
@@ -284,11 +284,13 @@ app.add_typer(model_app, name="model")
 
 
 def _print_cycle(result: dict[str, Any]) -> None:
+    from rich.markdown import Markdown
+
     from flows.runtime import cycle_markdown
     from tasks.cycle import CycleResult
 
     fields = {k: v for k, v in result.items() if k in CycleResult.__dataclass_fields__}
-    console.print(cycle_markdown(CycleResult(**fields)), highlight=False)
+    console.print(Markdown(cycle_markdown(CycleResult(**fields))))
 
 
 @app.command()

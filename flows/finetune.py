@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.runtime import cycle_context, publish_cycle
+from flows.runtime import cycle_context, publish_cycle, request_retrain
 from tasks.cycle import finetune_window
 from tasks.registry import training_lock
 from tasks.windowing import Window, parse_instant
@@ -33,4 +33,6 @@ def finetune(hour: str | None = None, trigger: str = "schedule") -> dict[str, An
     with training_lock(ctx.settings, ctx.model_name, timeout_s=600):
         result = finetune_window(ctx, window, trigger=trigger)
     publish_cycle(ctx, result)
+    if result.retrain_triggered:
+        request_retrain(ctx, window.end, result.retrain_trigger or "drift")
     return result.to_dict()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
+
 from tasks.cycle import CycleContext, CycleResult
 from tasks.schema import load_schema
 from tasks.settings import Settings, get_settings
@@ -78,5 +81,49 @@ def configure_environment(settings: Settings) -> None:
     }
     for name, value in defaults.items():
         os.environ.setdefault(name, value)
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    quiet_libraries()
     if settings.prefect_api_url:
         os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' chatter (table creation, event-loop timings, retracing) off screen."""
+    import logging
+
+    for name, level in {
+        "mlflow": logging.WARNING,
+        "alembic": logging.WARNING,
+        "kafka": logging.ERROR,
+        "tensorflow": logging.ERROR,
+        "absl": logging.ERROR,
+        "great_expectations": logging.ERROR,
+    }.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def request_retrain(ctx: CycleContext, until: datetime, trigger: str) -> None:
+    """Start a full retrain: through the deployment under a server, else in this process."""
+    import logging
+
+    from tasks.cycle import retrain_until
+    from tasks.registry import training_lock
+    from tasks.windowing import format_instant
+
+    log = logging.getLogger("streamtrain.flows")
+    if ctx.settings.prefect_api_url:
+        from prefect.deployments import run_deployment
+
+        try:
+            run_deployment(
+                "retrain/nightly-retrain",
+                parameters={"until": format_instant(until), "trigger": trigger},
+                timeout=0,
+            )
+            log.info("Retrain requested through the deployment (%s)", trigger)
+            return
+        except Exception as exc:  # the deployment may not exist: fall back, say why
+            log.warning("Could not start the retrain deployment (%s); retraining here", exc)
+    with training_lock(ctx.settings, ctx.model_name, timeout_s=1800):
+        result = retrain_until(ctx, until, trigger=trigger)
+    publish_cycle(ctx, result)

@@ -14,9 +14,11 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from tasks import registry
+from tasks import guards, registry
+from tasks.drift import DriftReport, build_reference
 from tasks.evaluation import binary_metrics, metric_value, paired_bootstrap
 from tasks.gate import (
+    DriftSignal,
     GateDecision,
     GatePolicy,
     HoldoutComparison,
@@ -27,9 +29,10 @@ from tasks.model import build_model, fine_tune_copy, predict_proba, to_targets, 
 from tasks.schema import StreamSchema
 from tasks.settings import Settings
 from tasks.stages import Stages
-from tasks.stream import WindowRead, read_window
+from tasks.stream import ROW_META, WindowRead, read_window
 from tasks.training_data import RecentHistory, data_hash, holdout_mask, replay_sample
-from tasks.windowing import Window, format_instant, to_ms
+from tasks.validation import ValidationOutcome
+from tasks.windowing import Window, format_instant, to_ms, windows_between
 
 log = logging.getLogger("streamtrain.cycle")
 
@@ -44,6 +47,7 @@ class CycleContext:
     history: RecentHistory | None = None
     reader: Any = None  # a reused Kafka consumer (backfill), or None for one per read
     models: dict[str, Any] = field(default_factory=dict)  # version -> loaded keras model
+    cache: dict[str, Any] = field(default_factory=dict)  # reference profiles, drift detector
     send_dead_letters: bool = True
 
     @property
@@ -70,6 +74,13 @@ class CycleResult:
     decision: str = "skipped"
     reasons: list[str] = field(default_factory=list)
     trigger: str = "schedule"
+    quarantined: int = 0
+    rejected: bool = False
+    data_drift: str = "none"
+    concept_drift_alarm: bool = False
+    retrain_triggered: bool = False
+    retrain_trigger: str | None = None
+    new_categories: dict[str, list[Any]] = field(default_factory=dict)
     run_id: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -188,6 +199,8 @@ def register_and_decide(
     decision: GateDecision,
     trigger: str,
     extra_metrics: dict[str, float],
+    extra_artifacts: dict[str, str],
+    result: CycleResult,
 ) -> tuple[str, str]:
     """Log the run, register the version with its lineage, and move aliases per the gate."""
     settings, schema = ctx.settings, ctx.schema
@@ -199,7 +212,7 @@ def register_and_decide(
         window_end=format_instant(window.end),
         trained_windows=(format_instant(window.start),) if kind == "finetune" else (),
         offsets={k: (v[0], v[1]) for k, v in read.manifest.offsets.items()},
-        data_hash=data_hash(train_rows.drop(columns=["_event_ms"], errors="ignore")),
+        data_hash=data_hash(train_rows.drop(columns=list(ROW_META), errors="ignore")),
         schema_hash=schema.fingerprint(),
         seed=settings.seed,
         trigger=trigger,
@@ -235,10 +248,12 @@ def register_and_decide(
             "streamtrain.decision": verdict,
             "streamtrain.trigger": trigger,
             "streamtrain.reasons": json.dumps(list(decision.reasons))[:4900],
+            **_report_tags(result),
         },
         model=model,
         lineage=lineage,
         artifacts={
+            **extra_artifacts,
             "window_manifest.json": _json(read.manifest.to_dict()),
             "gate_decision.json": _json(
                 {
@@ -343,9 +358,12 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
     result = _base_result("finetune", window, read, trigger)
     history_hours = max(settings.replay_hours, settings.long_holdout_hours)
     history = recent_rows(ctx, window, history_hours)
+    rows, validation = _validated(ctx, read, result)
     if ctx.history is not None:
-        ctx.history.add(window, read.frame)
-    if read.frame.empty:
+        ctx.history.add(window, rows)
+    if result.rejected:
+        return _finish(ctx, result)
+    if rows.empty:
         result.reasons = ["window has no rows"]
         return _finish(ctx, result)
     parent, champion = ctx.stages.run("load champion", champion_model, ctx, retries=2)
@@ -354,7 +372,7 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
         result.reasons = ["no champion yet: run `streamtrain retrain` first"]
         return _finish(ctx, result)
     result.prequential_accuracy = ctx.stages.run(
-        "prequential score", score_accuracy, champion, schema, read.frame
+        "prequential score", score_accuracy, champion, schema, rows
     )
     existing = already_trained(ctx, parent, window, "finetune")
     if existing is not None:
@@ -368,11 +386,16 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
     registry.record_live_accuracy(
         settings, ctx.model_name, parent, window.start, result.prequential_accuracy
     )
+    result.concept_drift_alarm = guards.update_detector(ctx, result.prequential_accuracy, len(rows))
+    recent_cut = to_ms(window.start - timedelta(hours=settings.drift_recent_hours))
+    recent = history[history["_event_ms"] >= recent_cut] if not history.empty else history
+    drift = ctx.stages.run("drift", guards.data_drift, ctx, parent, rows, recent)
+    signal = _signal(drift, result)
 
     seed = settings.seed + to_ms(window.start) // 3_600_000
-    window_holdout = holdout_mask(schema, read.frame, settings.seed)
+    window_holdout = holdout_mask(schema, rows, settings.seed)
     hist_holdout = holdout_mask(schema, history, settings.seed) if not history.empty else None
-    train_rows = read.frame[~window_holdout]
+    train_rows = rows[~window_holdout]
     if hist_holdout is not None:
         replay_pool = history[~hist_holdout]
         recent_start = to_ms(window.start - timedelta(hours=settings.replay_hours))
@@ -385,15 +408,16 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
     holdouts = _holdouts(
         ctx,
         window,
-        read.frame[window_holdout],
+        rows[window_holdout],
         history[hist_holdout] if hist_holdout is not None else history,
     )
     comparisons = ctx.stages.run(
         "holdout eval", compare_on_holdouts, ctx, challenger, champion, holdouts, seed
     )
     decision = ctx.stages.run(
-        "gate", decide_promotion, comparisons, None, GatePolicy.from_settings(settings)
+        "gate", decide_promotion, comparisons, signal, GatePolicy.from_settings(settings)
     )
+    _note_retrain(ctx, result, decision, drift, window)
     result.challenger_metric, result.champion_metric = _primary(
         comparisons, settings.primary_metric
     )
@@ -409,10 +433,12 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
         decision=decision,
         trigger=trigger,
         extra_metrics=_result_metrics(result),
+        extra_artifacts=_check_artifacts(ctx, parent, validation, drift),
+        result=result,
     )
     result.challenger_version, result.run_id = version, run_id
     result.decision = "promoted" if decision.promote else "kept"
-    result.reasons = list(decision.reasons)
+    result.reasons = [*result.reasons, *decision.reasons]
     if decision.promote:
         ctx.models.clear()
         ctx.models[version] = challenger
@@ -500,7 +526,11 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
         retries=3,
     )
     result = _base_result("retrain", span, read, trigger)
-    if read.frame.empty:
+    windows = len(windows_between(span.start, span.end, schema.window))
+    validated, validation = _validated(ctx, read, result, windows=windows, dead_letters=False)
+    if result.rejected:
+        return _finish(ctx, result)
+    if validated.empty:
         result.reasons = [f"no rows in {span}"]
         return _finish(ctx, result)
     parent, champion = ctx.stages.run("load champion", champion_model, ctx, retries=2)
@@ -513,7 +543,7 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
             f"already retrained on this range from version {parent} (version {existing})"
         ]
         return _finish(ctx, result)
-    frame = read.frame
+    frame = validated
     cutoff = to_ms(end - timedelta(hours=settings.holdout_hours))
     recent = frame["_event_ms"] >= cutoff
     train_rows = frame[~recent & ~holdout_mask(schema, frame, settings.seed)]
@@ -549,6 +579,11 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
         decision=decision,
         trigger=trigger,
         extra_metrics=_result_metrics(result),
+        extra_artifacts={
+            guards.REFERENCE_ARTIFACT: build_reference(schema, train_rows).to_json(),
+            "validation_summary.json": _json(validation.summary()),
+        },
+        result=result,
     )
     result.challenger_version, result.run_id = version, run_id
     result.decision = "promoted" if decision.promote else "kept"
@@ -556,6 +591,7 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
     if decision.promote:
         ctx.models.clear()
         ctx.models[version] = model
+        guards.reset_detector(ctx)
     return _finish(ctx, result)
 
 
@@ -572,3 +608,116 @@ def _fit_fresh(ctx: CycleContext, rows: pd.DataFrame) -> Any:
         seed=s.seed,
     )
     return model
+
+
+# --- validation and drift ------------------------------------------------------------------
+
+
+def _validated(
+    ctx: CycleContext,
+    read: WindowRead,
+    result: CycleResult,
+    *,
+    windows: int = 1,
+    dead_letters: bool = True,
+) -> tuple[pd.DataFrame, ValidationOutcome]:
+    """Rows fit to learn from; failing rows quarantined, or the whole window rejected."""
+    outcome = ctx.stages.run("validate", guards.validate_rows, ctx, read.frame, windows)
+    if dead_letters:
+        guards.quarantine(ctx, outcome, read.frame)
+    result.rejected = outcome.rejected
+    result.quarantined = len(read.frame) if outcome.rejected else len(outcome.quarantined)
+    result.rows = len(outcome.kept)
+    if outcome.rejected:
+        result.decision = "rejected"
+        result.reasons = [f"window rejected by validation: {r}" for r in outcome.reasons]
+        registry.log_cycle_run(
+            ctx.settings,
+            ctx.schema,
+            run_name=registry.format_run_name(result.kind, result.window_start),
+            tags={
+                "streamtrain.kind": result.kind,
+                "streamtrain.window_start": result.window_start,
+                "streamtrain.decision": "rejected",
+                "streamtrain.trigger": result.trigger,
+                "streamtrain.reasons": json.dumps(result.reasons)[:4900],
+                **_report_tags(result),
+            },
+            metrics={"rows": 0.0, "quarantined": float(result.quarantined)},
+            artifacts={"validation_summary.json": _json(outcome.summary())},
+        )
+    elif not outcome.quarantined.empty:
+        result.reasons.append(
+            f"{len(outcome.quarantined)} rows quarantined: "
+            + "; ".join(sorted(outcome.failed_expectations))
+        )
+    return outcome.kept, outcome
+
+
+def _signal(drift: DriftReport | None, result: CycleResult) -> DriftSignal:
+    if drift is None:
+        return DriftSignal(concept_drift_alarm=result.concept_drift_alarm)
+    result.data_drift = drift.overall
+    result.new_categories = {k: list(v) for k, v in drift.new_categories.items() if v}
+    return drift.to_signal(concept_drift_alarm=result.concept_drift_alarm)
+
+
+def _note_retrain(
+    ctx: CycleContext,
+    result: CycleResult,
+    decision: GateDecision,
+    drift: DriftReport | None,
+    window: Window,
+) -> None:
+    """Ask for a full retrain on severe drift, a concept alarm or categories the model lacks."""
+    if not ctx.settings.retrain_on_drift:
+        return
+    causes = []
+    if result.concept_drift_alarm:
+        causes.append("concept")
+    if result.data_drift == "severe":
+        causes.append("data")
+    if result.new_categories:
+        causes.append("new-categories")
+    if decision.retrain or causes:
+        result.retrain_triggered = True
+        result.retrain_trigger = (
+            f"drift:{'+'.join(causes) or 'gate'}@{format_instant(window.start)}"
+        )
+        names = ", ".join(f"{k}={v}" for k, v in result.new_categories.items())
+        result.reasons.append(
+            f"retrain triggered by {'+'.join(causes) or 'the gate'} drift"
+            + (f" (new categories: {names})" if names else "")
+        )
+
+
+def _check_artifacts(
+    ctx: CycleContext,
+    parent: str,
+    validation: ValidationOutcome,
+    drift: DriftReport | None,
+) -> dict[str, str]:
+    """What a fine-tuned version carries: its base profile, validation and drift results."""
+    out = {"validation_summary.json": _json(validation.summary())}
+    reference = guards.reference_for(ctx, parent)
+    if reference is not None:
+        out[guards.REFERENCE_ARTIFACT] = reference.to_json()
+    if drift is not None:
+        out["drift_report.json"] = _json(
+            {
+                "overall": drift.overall,
+                "features": drift.table(),
+                "new_categories": drift.new_categories,
+            }
+        )
+    return out
+
+
+def _report_tags(result: CycleResult) -> dict[str, str]:
+    return {
+        "report.data_drift": result.data_drift,
+        "report.concept_drift_alarm": str(result.concept_drift_alarm).lower(),
+        "report.retrain_triggered": str(result.retrain_triggered).lower(),
+        "report.quarantined": str(result.quarantined),
+        "report.rejected": str(result.rejected).lower(),
+    }

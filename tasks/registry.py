@@ -809,9 +809,62 @@ def cycle_runs(settings: Settings, name: str) -> list[dict[str, Any]]:
                     "reasons": json.loads(tags.get("streamtrain.reasons", "[]")),
                     "trigger": tags.get("streamtrain.trigger"),
                     "run_id": run.info.run_id,
-                    **{k: v for k, v in tags.items() if k.startswith("report.")},
+                    "data_drift": tags.get("report.data_drift", "none"),
+                    "concept_drift_alarm": tags.get("report.concept_drift_alarm") == "true",
+                    "retrain_triggered": tags.get("report.retrain_triggered") == "true",
+                    "quarantined": int(tags.get("report.quarantined", "0")),
+                    "rejected": tags.get("report.rejected") == "true",
                 }
             )
         token = page.token
         if not token:
             return rows
+
+
+def read_version_artifact(settings: Settings, name: str, version: str, path: str) -> str | None:
+    """A small text artifact of the run behind a version (None when it has none)."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    client = connect(settings)
+    run_id = client.get_model_version(name, version).run_id
+    if not run_id:
+        return None
+    try:
+        return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
+    except (MlflowException, OSError):
+        return None
+
+
+def get_model_tag(settings: Settings, name: str, key: str) -> str | None:
+    registered = _registered(connect(settings), name)
+    return None if registered is None else registered.tags.get(key)
+
+
+def set_model_tag(settings: Settings, name: str, key: str, value: str) -> None:
+    client = connect(settings)
+    if _registered(client, name) is None:
+        return  # nothing registered yet: nothing to attach state to
+    client.set_registered_model_tag(name, key, value)
+
+
+def log_cycle_run(
+    settings: Settings,
+    schema: StreamSchema,
+    *,
+    run_name: str,
+    tags: Mapping[str, str],
+    metrics: Mapping[str, float],
+    artifacts: Mapping[str, str | bytes],
+) -> str:
+    """A run without a model: a cycle that ended before training (a rejected window)."""
+    client = connect(settings)
+    experiment_id = ensure_experiment(settings, schema.name)
+    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    run_id = run.info.run_id
+    try:
+        _log_values(client, run_id, {}, metrics, {})
+        _log_files(client, run_id, artifacts)
+    finally:
+        client.set_terminated(run_id)
+    return str(run_id)

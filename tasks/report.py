@@ -19,6 +19,11 @@ REPORT_FIELDS = (
     "decision",
     "reasons",
     "trigger",
+    "data_drift",
+    "concept_drift_alarm",
+    "retrain_triggered",
+    "quarantined",
+    "rejected",
 )
 
 

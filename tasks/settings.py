@@ -118,6 +118,23 @@ class Settings(BaseSettings):
     )
     replay_samples: int = Field(default=400, ge=0)
 
+    # --- validation and drift ------------------------------------------------------------
+    max_failing_share: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Share of failing rows up to which they are quarantined; beyond, the "
+        "window is rejected whole.",
+    )
+    psi_mild: float = Field(default=0.1, gt=0)
+    psi_severe: float = Field(default=0.25, gt=0)
+    drift_p_value: float = Field(default=0.01, gt=0, lt=1)
+    drift_min_rows: int = Field(default=50, ge=1)
+    drift_recent_hours: int = Field(default=24, ge=1)
+    concept_delta: float = Field(default=0.02, ge=0)
+    concept_threshold: float = Field(default=60.0, gt=0)
+    retrain_on_drift: bool = True
+
     # --- the promotion gate --------------------------------------------------------------
     primary_metric: Literal["accuracy", "f1", "auc"] = "f1"
     absolute_floor: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -140,6 +157,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_ports(self) -> Settings:
+        if self.psi_mild >= self.psi_severe:
+            raise ValueError("psi_mild must be below psi_severe")
         if self.kafka_controller_port is not None and self.kafka_controller_port == self.kafka_port:
             raise ValueError("kafka_controller_port must differ from kafka_port")
         return self

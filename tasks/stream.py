@@ -26,6 +26,9 @@ from tasks.windowing import PartitionScan, Verdict, Window, format_instant, from
 
 log = logging.getLogger(__name__)
 
+# Columns a window frame carries beside the schema's: event time in ms and Kafka coordinates.
+ROW_META = ("_event_ms", "_partition", "_offset")
+
 
 class StreamError(RuntimeError):
     """Kafka could not be used (unreachable cluster, missing topic); the message says why."""
@@ -152,6 +155,8 @@ def _consumer(settings: Settings, **options: Any) -> KafkaConsumer:
         "auto_offset_reset": "earliest",
         "client_id": "streamtrain-reader",
         "bootstrap_timeout_ms": 10000,
+        # A window read ends at known offsets: don't let the broker hold empty fetches.
+        "fetch_max_wait_ms": 20,
     }
     config.update(options)
     try:
@@ -322,7 +327,6 @@ def _read_into(
         raise StreamError(f"topic '{topic}' does not exist on {settings.bootstrap_servers}")
     partitions = [TopicPartition(topic, p) for p in sorted(found_partitions)]
     consumer.assign(partitions)
-    consumer.resume(*partitions)
     scan_from = window.start_ms - settings.max_clock_skew_s * 1000
     starts = consumer.offsets_for_times({tp: scan_from for tp in partitions})
     ends = consumer.end_offsets(partitions)
@@ -336,7 +340,9 @@ def _read_into(
             window.start_ms, window.end_ms, schema.window_ms, settings.allowed_lateness_s * 1000
         )
         manifest.offsets[f"{topic}-{tp.partition}"] = [found.offset, found.offset - 1]
-    consumer.pause(*[tp for tp in partitions if tp not in scans])
+    for tp in partitions:
+        if tp not in scans:  # nothing to read here: park it at its end
+            consumer.seek(tp, ends[tp])
     _scan(settings, schema, consumer, scans, ends, manifest, candidates, require_label)
     manifest.closed = bool(scans) and all(scan.stopped for scan in scans.values())
 
@@ -355,7 +361,7 @@ def _scan(
     active = {tp for tp in scans if consumer.position(tp) < ends[tp]}
     idle_polls = 0
     while active:
-        batch = consumer.poll(timeout_ms=1000, max_records=2000)
+        batch = consumer.poll(timeout_ms=1000, max_records=250)
         idle_polls = 0 if batch else idle_polls + 1
         if idle_polls > settings.kafka_request_timeout_ms // 1000:
             raise StreamError(f"reading {manifest.window} from '{manifest.topic}' stalled")
@@ -371,7 +377,7 @@ def _scan(
                     manifest.offsets[f"{tp.topic}-{tp.partition}"][1] = record.offset
             if scan.stopped or consumer.position(tp) >= ends[tp]:
                 active.discard(tp)
-                consumer.pause(tp)
+                consumer.seek(tp, ends[tp])  # stop fetching what this read will not use
 
 
 def _classify(
@@ -449,12 +455,10 @@ def _used_rows(
             )
             continue
         seen.add(identity)
-        rows.append(cand.decoded)
+        rows.append({**cand.decoded, "_partition": cand.partition, "_offset": cand.offset})
         order.append((cand.decoded["_event_ms"], str(key), cand.partition, cand.offset))
     ranked = [row for _, row in sorted(zip(order, rows, strict=True), key=lambda pair: pair[0])]
-    frame = (
-        pd.DataFrame(ranked, columns=[*schema.columns, "_event_ms"]) if ranked else _empty(schema)
-    )
+    frame = pd.DataFrame(ranked, columns=[*schema.columns, *ROW_META]) if ranked else _empty(schema)
     manifest.rows = len(frame)
     if schema.label.field in frame and len(frame):
         counts = frame[schema.label.field].value_counts()
@@ -463,7 +467,7 @@ def _used_rows(
 
 
 def _empty(schema: StreamSchema) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=object) for c in [*schema.columns, "_event_ms"]})
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in [*schema.columns, *ROW_META]})
 
 
 def topic_size(settings: Settings, topic: str) -> int:

@@ -120,7 +120,7 @@ def test_finetune_on_flipped_labels_is_registered_but_not_promoted(
     hour = START + 8 * DAY + timedelta(hours=10)
     source = read_window(s, stream, Window(hour - 2 * DAY, hour + timedelta(hours=1)))
     flipped = []
-    for row in source.frame.drop(columns=["_event_ms"]).to_dict("records"):
+    for row in source.frame.drop(columns=["_event_ms", "_partition", "_offset"]).to_dict("records"):
         in_window = row["event_time"] >= hour.strftime("%Y-%m-%dT%H")
         row["busy"] = 1 - row["busy"] if in_window else row["busy"]
         stamp = int(datetime.fromisoformat(row["event_time"]).timestamp() * 1000)
