@@ -550,7 +550,7 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
     if train_rows.empty:
         result.reasons = ["no rows before the holdout period to train on"]
         return _finish(ctx, result)
-    model = ctx.stages.run("fit", _fit_fresh, ctx, train_rows)
+    model = ctx.stages.run("fit", _fit_fresh, ctx, train_rows, frame)
     recent_cut = to_ms(end - timedelta(hours=settings.recent_holdout_hours))
     holdouts = {"recent": frame[frame["_event_ms"] >= recent_cut], "long": frame[recent]}
     comparisons = ctx.stages.run(
@@ -595,9 +595,14 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
     return _finish(ctx, result)
 
 
-def _fit_fresh(ctx: CycleContext, rows: pd.DataFrame) -> Any:
+def _fit_fresh(ctx: CycleContext, rows: pd.DataFrame, seen: pd.DataFrame) -> Any:
+    """Train from scratch on `rows`; vocabularies cover every value `seen` in the range.
+
+    Categories that first appear in the holdout hours (new stores) still get their own
+    entries, so the next fine-tunes can learn them instead of folding them into the OOV bucket.
+    """
     s = ctx.settings
-    model = build_model(ctx.schema, s, rows)
+    model = build_model(ctx.schema, s, seen)
     train(
         model,
         ctx.schema,
