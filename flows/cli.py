@@ -541,6 +541,61 @@ def model_rollback(
     )
 
 
+# --- score ---------------------------------------------------------------------------------
+
+
+@app.command()
+def score(
+    ctx: typer.Context,
+    input_topic: str = typer.Option(..., "--input", help="Topic of feature records to score."),
+    output_topic: str = typer.Option(..., "--output", help="Topic the predictions go to."),
+    group: str | None = typer.Option(
+        None, "--group", help="Consumer group (default: streamtrain-scorer-<model name>)."
+    ),
+    max_records: int | None = typer.Option(
+        None, "--max-records", min=1, help="Stop after reading this many records."
+    ),
+    idle_exit: float | None = typer.Option(
+        None,
+        "--idle-exit",
+        min=0,
+        help="Exit after this many seconds without records "
+        "(or without a champion); counted from the start, group join included.",
+    ),
+    reload_interval: float = typer.Option(
+        5.0, "--reload-interval", min=0.1, help="Seconds between checks of the champion alias."
+    ),
+    batch_size: int = typer.Option(500, "--batch-size", min=1, help="Records per poll."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Score records with the champion as they arrive; follow the alias without restarting."""
+    context = _ctx(ctx)
+    configure_environment(context.settings)
+    from flows.score import run_scoring
+
+    with expected_errors():
+        summary = run_scoring(
+            context.settings,
+            context.schema,
+            input_topic=input_topic,
+            output_topic=output_topic,
+            group_id=group,
+            max_records=max_records,
+            idle_exit_s=idle_exit,
+            reload_interval_s=reload_interval,
+            batch_size=batch_size,
+        )
+    emit(
+        summary,
+        as_json,
+        lambda: console.print(
+            f"Scored {summary['records_in']:,} records from '{input_topic}' into "
+            f"'{output_topic}' ({summary['dead_lettered']} dead-lettered, versions "
+            f"{summary['versions_used'] or '-'}, {summary['records_per_s']:,.0f} records/s)."
+        ),
+    )
+
+
 def configure_environment(settings: Settings) -> None:
     from flows.runtime import configure_environment as configure
 

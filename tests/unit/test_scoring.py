@@ -1,0 +1,276 @@
+"""The scorer's pure parts: prediction records, batch decoding, offsets, the champion watcher."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from typing import Any, NamedTuple
+
+import numpy as np
+import pytest
+
+from tasks.schema import load_schema
+from tasks.scoring import (
+    Champion,
+    ChampionWatcher,
+    ScorerStats,
+    Source,
+    build_prediction,
+    commit_offsets,
+    decode_batch,
+    default_group_id,
+    predicted_class,
+    stop_on_signals,
+)
+from tasks.settings import PROJECT_ROOT
+
+DRONE = load_schema(PROJECT_ROOT / "schemas" / "drone.yaml")
+SENSOR = load_schema(PROJECT_ROOT / "tests" / "fixtures" / "sensor.yaml")
+GOOD = {
+    "event_time": "2026-01-05T09:00:20Z",
+    "store_id": 5,
+    "day_of_week": 1,
+    "hour": 9,
+    "store_type": "grocery",
+    "suburb": "Eastbank",
+    "avg_delivery_minutes": 19.0,
+    "avg_distance_km": 6.5,
+    "avg_rating": 3.4,
+}
+
+
+class Rec(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
+def rec(offset: int, value: object, partition: int = 0) -> Rec:
+    raw = value if isinstance(value, bytes) or value is None else json.dumps(value).encode()
+    return Rec("features", partition, offset, 1_000 + offset, b"k", raw)
+
+
+def test_prediction_record_names_model_source_and_class() -> None:
+    source = Source("features", 2, 41, 1_000, b"5")
+    record = build_prediction(
+        DRONE,
+        GOOD,
+        0.75,
+        model_name="drone-busy",
+        model_version="3",
+        source=source,
+        scored_at_ms=2_000,
+    )
+    assert record == {
+        "key": 5,
+        "event_time": "2026-01-05T09:00:20Z",
+        "probability": 0.75,
+        "predicted": 1,
+        "model_name": "drone-busy",
+        "model_version": "3",
+        "input_topic": "features",
+        "input_partition": 2,
+        "input_offset": 41,
+        "scored_at_ms": 2_000,
+    }
+    json.dumps(record)  # plain JSON types only (no numpy scalars)
+
+
+def test_without_a_schema_key_the_kafka_key_is_used() -> None:
+    row = {"ts": 1_700_000_000_000, "temperature": 20.0, "vibration": 0.1, "line": "a"}
+    for raw_key, expected in ((b"m-7", "m-7"), (None, None)):
+        record = build_prediction(
+            SENSOR,
+            row,
+            0.2,
+            model_name="sensor-alarm",
+            model_version="1",
+            source=Source("s", 0, 0, 0, raw_key),
+            scored_at_ms=0,
+        )
+        assert record["key"] == expected and record["event_time"] == row["ts"]
+        assert record["predicted"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("probability", "expected"), [(0.0, "ok"), (0.4999, "ok"), (0.5, "alarm"), (1.0, "alarm")]
+)
+def test_predicted_class_is_positive_from_the_threshold_up(
+    probability: float, expected: str
+) -> None:
+    assert predicted_class(SENSOR.label, probability) == expected
+
+
+def test_bad_records_are_set_aside_with_reason_and_position_and_labels_are_optional() -> None:
+    missing = {k: v for k, v in GOOD.items() if k != "hour"}
+    records = [
+        rec(0, GOOD),
+        rec(1, b"{not json"),
+        rec(2, missing),
+        rec(3, GOOD | {"avg_rating": "high"}),
+        rec(4, None),
+        rec(5, GOOD | {"busy": 1}, partition=1),
+    ]
+    batch = decode_batch(DRONE, records)
+    assert [s.offset for s in batch.sources] == [0, 5]
+    assert [r["store_id"] for r in batch.rows] == [5, 5]
+    assert [(a.kind, a.partition, a.offset) for a in batch.set_aside] == [
+        ("malformed", 0, 1),
+        ("malformed", 0, 2),
+        ("malformed", 0, 3),
+        ("malformed", 0, 4),
+    ]
+    reasons = [a.reason for a in batch.set_aside]
+    assert "not JSON" in reasons[0] and "hour" in reasons[1] and "avg_rating" in reasons[2]
+    assert batch.set_aside[0].value == b"{not json" and batch.set_aside[0].timestamp_ms == 1_001
+
+
+def test_commit_offsets_are_one_past_the_last_record_per_partition() -> None:
+    records = [rec(7, GOOD), rec(9, GOOD), rec(3, GOOD, partition=2), rec(8, GOOD)]
+    assert commit_offsets(records) == {("features", 0): 10, ("features", 2): 4}
+    assert commit_offsets([]) == {}
+
+
+def test_default_group_is_per_model() -> None:
+    assert default_group_id("drone-busy") == "streamtrain-scorer-drone-busy"
+
+
+# --- the champion watcher ------------------------------------------------------------------
+
+
+class FakeRegistry:
+    def __init__(self) -> None:
+        self.alias: str | None = None
+        self.broken: set[str] = set()
+        self.loads: list[str] = []
+        self.lookup_error: Exception | None = None
+        self.now = 0.0
+
+    def lookup(self) -> str | None:
+        if self.lookup_error is not None:
+            raise self.lookup_error
+        return self.alias
+
+    def load(self, version: str) -> Champion:
+        self.loads.append(version)
+        if version in self.broken:
+            raise OSError(f"no model files for version {version}\nsecond line")
+        return Champion(version, lambda frame: np.zeros(len(frame)))
+
+    def watcher(self) -> ChampionWatcher:
+        return ChampionWatcher(self.lookup, self.load, interval_s=5.0, clock=lambda: self.now)
+
+
+def test_watcher_hands_over_each_new_champion_once() -> None:
+    fake = FakeRegistry()
+    watcher = fake.watcher()
+    watcher.check_once()
+    assert watcher.take() is None  # no champion yet
+    fake.alias = "1"
+    watcher.check_once()
+    first = watcher.take()
+    assert first is not None and first.version == "1" and watcher.take() is None
+    watcher.check_once()
+    assert watcher.take() is None and fake.loads == ["1"]  # unchanged alias: no reload
+    fake.alias = "2"
+    watcher.check_once()
+    second = watcher.take()
+    assert second is not None and second.version == "2" and watcher.serving == "2"
+
+
+def test_a_version_that_fails_to_load_keeps_the_old_one_and_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = FakeRegistry()
+    watcher = fake.watcher()
+    fake.alias = "1"
+    watcher.check_once()
+    assert watcher.take() is not None
+    fake.alias, fake.broken = "2", {"2"}
+    with caplog.at_level(logging.WARNING, logger="tasks.scoring"):
+        for _ in range(3):
+            watcher.check_once()
+            fake.now += 1.0
+    assert watcher.take() is None and watcher.serving == "1"
+    assert fake.loads == ["1", "2"]  # retried only after the backoff (5 s, then 10 s, ...)
+    (warning,) = caplog.records
+    message = warning.getMessage()
+    assert "version 2 did not load" in message and "still serving version 1" in message
+    assert "\n" not in message and warning.exc_info is None
+    fake.broken = set()
+    fake.now += 5.0
+    watcher.check_once()
+    loaded = watcher.take()
+    assert loaded is not None and loaded.version == "2"
+
+
+def test_registry_lookup_errors_keep_serving_and_log_once(caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeRegistry()
+    watcher = fake.watcher()
+    fake.alias = "1"
+    watcher.check_once()
+    watcher.take()
+    fake.lookup_error = ConnectionError("store unreachable")
+    with caplog.at_level(logging.WARNING, logger="tasks.scoring"):
+        watcher.check_once()
+        watcher.check_once()
+    assert len(caplog.records) == 1 and "keeping version 1" in caplog.records[0].getMessage()
+    fake.lookup_error, fake.alias = None, "2"
+    watcher.check_once()
+    assert watcher.serving == "2"
+
+
+def test_watcher_thread_picks_up_a_move_within_the_interval() -> None:
+    fake = FakeRegistry()
+    fake.alias = "4"
+    watcher = ChampionWatcher(fake.lookup, fake.load, interval_s=0.01)
+    watcher.start()
+    try:
+        found: list[Champion] = []
+        deadline = threading.Event()
+        for _ in range(500):
+            champion = watcher.take()
+            if champion is not None:
+                found.append(champion)
+                break
+            deadline.wait(0.01)
+        assert [c.version for c in found] == ["4"]
+    finally:
+        watcher.close()
+
+
+# --- stats and signals ---------------------------------------------------------------------
+
+
+def test_stats_report_throughput() -> None:
+    stats = ScorerStats(
+        records_in=500,
+        predictions_out=498,
+        dead_lettered=2,
+        batches=5,
+        versions_used={"3": 498},
+        reloads=0,
+        seconds=3.0,
+        scoring_seconds=2.0,
+        latency_ms_p50=8.0,
+        latency_ms_p99=20.0,
+        latency_ms_max=25.0,
+    )
+    data: dict[str, Any] = stats.to_dict()
+    assert data["records_per_s"] == 250.0 and data["versions_used"] == {"3": 498}
+    assert json.loads(json.dumps(data)) == data
+
+
+def test_sigterm_sets_the_stop_event_and_handlers_are_restored() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(5)
+    assert signal.getsignal(signal.SIGTERM) is before
