@@ -20,7 +20,7 @@ import pandas as pd
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from tasks.schema import MalformedRecord, StreamSchema, decode_record
+from tasks.schema import MalformedRecord, StreamSchema, decode_record, parse_event_time
 from tasks.settings import Settings
 from tasks.windowing import PartitionScan, Verdict, Window, format_instant, from_ms, place
 
@@ -480,3 +480,68 @@ def topic_size(settings: Settings, topic: str) -> int:
         starts = consumer.beginning_offsets(tps)
         ends = consumer.end_offsets(tps)
     return sum(ends[tp] - starts[tp] for tp in tps)
+
+
+# --- reading predictions -------------------------------------------------------------------
+
+
+def read_predictions(
+    settings: Settings, schema: StreamSchema, window: Window, *, topic: str
+) -> list[dict[str, Any]]:
+    """Every prediction on `topic` (as written by the scorer) whose event time is in `window`.
+
+    The scorer gives a prediction record no timestamp of its own, so its Kafka timestamp is the
+    time it was scored, not its event time. A record is scored after it was produced, and a
+    record's event time is trusted up to the clock skew after its Kafka timestamp, so scoring
+    cannot precede the window start by more than two skews (the input producer's and the
+    scorer's clocks): the read starts there and runs to the end offsets as of now, because a
+    backlog may be scored any time later. Each prediction is then filtered by its event time.
+    """
+    skew_ms = settings.max_clock_skew_s * 1000
+    out: list[dict[str, Any]] = []
+    unreadable = 0
+    with window_reader(settings) as consumer:
+        found = consumer.partitions_for_topic(topic)
+        if not found:
+            raise StreamError(f"topic '{topic}' does not exist on {settings.bootstrap_servers}")
+        partitions = [TopicPartition(topic, p) for p in sorted(found)]
+        consumer.assign(partitions)
+        starts = consumer.offsets_for_times(
+            {tp: window.start_ms - 2 * skew_ms for tp in partitions}
+        )
+        ends = consumer.end_offsets(partitions)
+        for tp in partitions:
+            start = starts.get(tp)
+            consumer.seek(tp, ends[tp] if start is None else min(start.offset, ends[tp]))
+        for record in _until_ends(settings, consumer, ends, f"predictions of {window}"):
+            try:
+                prediction = json.loads(record.value)
+                event_ms = parse_event_time(schema.event_time, prediction["event_time"])
+            except (TypeError, ValueError, KeyError, MalformedRecord):
+                unreadable += 1
+                continue
+            if window.start_ms <= event_ms < window.end_ms:
+                out.append(prediction)
+    if unreadable:
+        log.warning("%d unreadable prediction records on %s skipped", unreadable, topic)
+    return out
+
+
+def _until_ends(
+    settings: Settings, consumer: KafkaConsumer, ends: dict[TopicPartition, int], what: str
+) -> Iterator[Any]:
+    """The assigned partitions' records from their positions up to `ends`."""
+    active = {tp for tp in ends if consumer.position(tp) < ends[tp]}
+    idle_polls = 0
+    while active:
+        batch = consumer.poll(timeout_ms=1000, max_records=1000)
+        idle_polls = 0 if batch else idle_polls + 1
+        if idle_polls > settings.kafka_request_timeout_ms // 1000:
+            raise StreamError(f"reading {what} stalled")
+        for tp, records in batch.items():
+            if tp not in active:
+                continue
+            yield from (record for record in records if record.offset < ends[tp])
+            if consumer.position(tp) >= ends[tp]:
+                active.discard(tp)
+                consumer.seek(tp, ends[tp])
