@@ -596,6 +596,29 @@ def score(
     )
 
 
+@app.command()
+def monitor(
+    ctx: typer.Context,
+    predictions: str = typer.Option(..., "--predictions", help="The scorer's output topic."),
+    hour: str | None = typer.Option(None, "--hour", help="Any instant in the window (ISO)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Join served predictions with their labels; log live accuracy per served version."""
+    context = _ctx(ctx)
+    configure_environment(context.settings)
+    from flows.monitor import run_monitor
+    from tasks.windowing import parse_instant
+
+    with expected_errors():
+        summary = run_monitor(
+            context.settings,
+            context.schema,
+            predictions_topic=predictions,
+            hour=parse_instant(hour) if hour else None,
+        )
+    emit(summary, as_json, lambda: console.print_json(json.dumps(summary, default=str)))
+
+
 def configure_environment(settings: Settings) -> None:
     from flows.runtime import configure_environment as configure
 
