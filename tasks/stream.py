@@ -182,15 +182,6 @@ def ensure_topic(settings: Settings, topic: str, partitions: int | None = None) 
         return True
 
 
-def topic_partitions(settings: Settings, topic: str) -> list[int]:
-    with admin_client(settings) as admin:
-        described = admin.describe_topics([topic])
-    for entry in described:
-        if entry.get("name") == topic and entry.get("error_code", 0) == 0:
-            return sorted(p["partition_index"] for p in entry["partitions"])
-    raise StreamError(f"topic '{topic}' does not exist on {settings.bootstrap_servers}")
-
-
 # --- producing -----------------------------------------------------------------------------
 
 
