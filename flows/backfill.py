@@ -17,9 +17,9 @@ from flows.runtime import cycle_context
 from tasks.cycle import CycleContext, CycleResult, finetune_window, retrain_until
 from tasks.registry import training_lock
 from tasks.settings import Settings
-from tasks.stream import window_reader
+from tasks.stream import read_window, window_reader
 from tasks.training_data import RecentHistory
-from tasks.windowing import parse_instant, windows_between
+from tasks.windowing import Window, parse_instant, windows_between
 
 
 def run_backfill(
@@ -39,6 +39,8 @@ def run_backfill(
     results: list[CycleResult] = []
     with window_reader(settings) as reader, training_lock(settings, ctx.model_name, timeout_s=600):
         ctx.reader = reader
+        if windows:
+            _prime_history(ctx, windows[0].start, keep - 1)
         for index, window in enumerate(windows):
             if _retrain_due(window.start, index, retrain_every_hours, retrain_at_hour):
                 results.append(retrain_until(ctx, window.start, trigger="schedule:backfill"))
@@ -55,6 +57,14 @@ def run_backfill(
                     on_window(results[-1])
     ctx.reader = None
     return results
+
+
+def _prime_history(ctx: CycleContext, start: datetime, windows: int) -> None:
+    """Read the replay and holdout history before the first window once, not per window."""
+    assert ctx.history is not None
+    span = Window(start - windows * ctx.schema.window, start)
+    read = read_window(ctx.settings, ctx.schema, span, send_dead_letters=False, reader=ctx.reader)
+    ctx.history.prime(span, read.frame, ctx.schema.window)
 
 
 def _retrain_due(moment: datetime, index: int, every: int | None, at_hour: int) -> bool:

@@ -42,7 +42,8 @@ def main() -> None:
     )
     ctx = cycle_context(as_tasks=False, settings=settings)
     start = parse_instant(DEMO_START)
-    week = timedelta(days=7)
+    day = timedelta(days=1)
+    week = 7 * day
     end = start + DEMO_WEEKS * week
     hours = DEMO_WEEKS * 7 * 24
     if topic_size(settings, ctx.schema.topic) == 0:
@@ -66,17 +67,18 @@ def main() -> None:
 
     done = report_rows(registry.cycle_runs(settings, ctx.model_name))
     if not done:
-        console.print("Training the first model on week 1 ...")
-        first = retrain_until(ctx, start + week, trigger="demo:initial")
+        # Week 1 plus a day: the holdout (the last day) is then a weekday seen in training.
+        console.print("Training the first model on week 1 (and the Monday after) ...")
+        first = retrain_until(ctx, start + week + day, trigger="demo:initial")
         console.print(
             f"  version {first.challenger_version}: {first.decision} ({'; '.join(first.reasons)})"
         )
-        total = len(windows_between(start + week, end, ctx.schema.window))
+        total = len(windows_between(start + week + day, end, ctx.schema.window))
         with Progress(transient=True) as bar:
             job = bar.add_task("Replaying weeks 2-4 hour by hour", total=total)
             run_backfill(
                 ctx,
-                start + week,
+                start + week + day,
                 end,
                 retrain_every_hours=24,
                 on_window=lambda r: bar.advance(job) if r.kind == "finetune" else None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -77,6 +78,21 @@ class RecentHistory:
         if not parts:
             return pd.DataFrame()
         return pd.concat(parts, ignore_index=True)
+
+    def prime(self, span: Window, frame: pd.DataFrame, length: timedelta) -> None:
+        """Fill with the windows of `span` from one read of the whole span."""
+        starts = (
+            frame["_event_ms"] // int(length.total_seconds() * 1000) if not frame.empty else None
+        )
+        window = Window(span.start, span.start + length)
+        while window.start < span.end:
+            rows = (
+                frame.iloc[:0]
+                if starts is None
+                else frame[starts == window.start_ms // int(length.total_seconds() * 1000)]
+            )
+            self.add(window, rows.reset_index(drop=True))
+            window = window.shifted(1)
 
     def covers(self, window: Window, hours: int) -> bool:
         earliest = window.start - hours * (window.end - window.start)

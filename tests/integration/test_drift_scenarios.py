@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
 WEEK = timedelta(days=7)
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Raw:
 def fast(settings: Settings, **changes: object) -> Settings:
     return settings.model_copy(
         update={
-            "retrain_days": 7,
+            "retrain_days": 8,
             "holdout_hours": 16,
             "retrain_epochs": 8,
             "bootstrap_samples": 200,
@@ -97,7 +98,8 @@ def test_corrupt_rows_are_quarantined_and_every_record_accounted(settings: Setti
 
 
 def _champion(settings: Settings, schema: StreamSchema) -> str:
-    result = retrain_until(CycleContext(settings=settings, schema=schema), START + WEEK)
+    """A champion trained on days 0-7: every weekday seen before its holdout day."""
+    result = retrain_until(CycleContext(settings=settings, schema=schema), START + WEEK + DAY)
     assert result.decision == "promoted", result.reasons
     assert result.challenger_version is not None
     return result.challenger_version
@@ -150,9 +152,7 @@ def test_sudden_drift_raises_an_alarm_within_12_hours_and_a_retrain_follows(
     schema = simulated(s, "sudden", 10, drift_at=drift_at)
     _champion(s, schema)
     ctx = CycleContext(settings=s, schema=schema)
-    results = run_backfill(
-        ctx, START + WEEK, START + WEEK + timedelta(days=3), retrain_every_hours=None
-    )
+    results = run_backfill(ctx, drift_at, drift_at + 2 * DAY, retrain_every_hours=None)
     alarms = [r for r in results if r.kind == "finetune" and r.concept_drift_alarm]
     assert alarms, [(r.window_start, r.prequential_accuracy) for r in results if r.rows]
     first = datetime.fromisoformat(alarms[0].window_start.replace("Z", "+00:00"))
@@ -175,13 +175,13 @@ def test_sudden_drift_raises_an_alarm_within_12_hours_and_a_retrain_follows(
 @pytest.mark.slow
 def test_two_weeks_without_drift_raise_no_alarm(settings: Settings) -> None:
     s = fast(settings, finetune_epochs=3)
-    schema = simulated(s, "none", 21)
+    schema = simulated(s, "none", 22)
     _champion(s, schema)
     results = run_backfill(
         CycleContext(settings=s, schema=schema),
-        START + WEEK,
-        START + 3 * WEEK,
-        retrain_every_hours=24,
+        START + WEEK + DAY,
+        START + 3 * WEEK + DAY,
+        retrain_every_hours=None,
     )
     finetunes = [r for r in results if r.kind == "finetune" and r.rows]
     assert len(finetunes) == 14 * 8
