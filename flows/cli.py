@@ -619,6 +619,65 @@ def monitor(
     emit(summary, as_json, lambda: console.print_json(json.dumps(summary, default=str)))
 
 
+@app.command()
+def validate(
+    ctx: typer.Context,
+    hour: str = typer.Option(..., "--hour", help="Any instant inside the window (ISO 8601)."),
+    docs: bool = typer.Option(False, "--docs", help="Also build GX Data Docs HTML for it."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Validate one window with the schema's expectations (an inspection: sends no dead letters)."""
+    from tasks.stream import read_window
+    from tasks.validation import build_data_docs, validate_window
+    from tasks.windowing import Window, parse_instant
+
+    context = _ctx(ctx)
+    configure_environment(context.settings)
+    with expected_errors():
+        schema = context.schema
+        target = Window.containing(parse_instant(hour), schema.window)
+        read = read_window(context.settings, schema, target, send_dead_letters=False)
+        outcome = validate_window(
+            schema, read.frame, max_failing_share=context.settings.max_failing_share
+        )
+        manifest = read.manifest
+        summary: dict[str, Any] = {
+            "window_start": manifest.to_dict()["window_start"],
+            "window_end": manifest.to_dict()["window_end"],
+            "success": outcome.success,
+            "rows": len(outcome.kept),
+            "quarantined": len(read.frame) if outcome.rejected else len(outcome.quarantined),
+            "rejected": outcome.rejected,
+            "failed_expectations": outcome.failed_expectations,
+            "reasons": outcome.reasons,
+            "duplicates": manifest.duplicates,
+            "malformed": manifest.malformed,
+            "late": manifest.late,
+            "records_read": manifest.records_read,
+        }
+        if docs:
+            folder = context.settings.home / "data-docs" / target.label().replace(":", "")
+            summary["docs"] = str(build_data_docs(schema, read.frame, folder))
+
+    def human() -> None:
+        verdict = (
+            "rejected"
+            if summary["rejected"]
+            else ("passed" if summary["success"] else "passed with quarantine")
+        )
+        console.print(
+            f"Window {summary['window_start']}: {verdict}; {summary['rows']} rows kept, "
+            f"{summary['quarantined']} quarantined, {summary['duplicates']} duplicate, "
+            f"{summary['malformed']} malformed, {summary['late']} late."
+        )
+        for reason in summary["reasons"] or summary["failed_expectations"]:
+            console.print(f"  - {reason}")
+        if "docs" in summary:
+            console.print(f"Data Docs: {summary['docs']}")
+
+    emit(summary, as_json, human)
+
+
 def configure_environment(settings: Settings) -> None:
     from flows.runtime import configure_environment as configure
 
