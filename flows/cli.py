@@ -361,7 +361,7 @@ def backfill(
 
 
 def print_daily_summary(rows: list[dict[str, Any]]) -> None:
-    from tasks.report import daily_summary
+    from tasks.report import daily_summary, drift_recovery
 
     table = Table(title="Per day")
     for column in (
@@ -371,6 +371,8 @@ def print_daily_summary(rows: list[dict[str, Any]]) -> None:
         "prequential accuracy",
         "promotions",
         "retrains",
+        "drift retrains",
+        "alarms",
         "rollbacks",
     ):
         table.add_column(column, justify="right")
@@ -383,9 +385,25 @@ def print_daily_summary(rows: list[dict[str, Any]]) -> None:
             "-" if acc is None else f"{acc:.3f}",
             str(day["promotions"]),
             str(day["retrains"]),
+            str(day["drift_retrains"]),
+            str(day["alarms"]),
             str(day["rollbacks"]),
         )
     console.print(table)
+    recovery = drift_recovery(rows)
+    if recovery is None:
+        console.print("No concept-drift alarm.")
+    elif recovery["recovered"] is None:
+        console.print(
+            f"Concept drift detected at {recovery['alarm']}; accuracy has not yet "
+            "recovered to its earlier level."
+        )
+    else:
+        console.print(
+            f"Concept drift detected at {recovery['alarm']}; prequential accuracy was back "
+            f"within 2 points of its earlier level ({recovery['baseline']:.3f}) at "
+            f"{recovery['recovered']}, {recovery['windows']} observed hours later."
+        )
 
 
 @app.command()

@@ -34,6 +34,12 @@ def cycle_markdown(result: CycleResult) -> str:
         f"| rows used | {result.rows} |",
         f"| set aside | {result.duplicates} duplicate, {result.malformed} malformed, "
         f"{result.late} late |",
+        f"| validation | {result.quarantined} quarantined"
+        f"{', window rejected' if result.rejected else ''} |",
+        f"| data drift | {result.data_drift} |",
+        f"| new categories | {result.new_categories or '-'} |",
+        f"| concept-drift alarm | {'yes' if result.concept_drift_alarm else 'no'} |",
+        f"| retrain triggered | {result.retrain_trigger or 'no'} |",
         f"| serving champion | {result.champion_version or '-'} |",
         f"| prequential accuracy | {fmt(result.prequential_accuracy)} |",
         f"| challenger (primary metric) | {fmt(result.challenger_metric)} |",

@@ -47,12 +47,22 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 def daily_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per day: windows, rows, mean prequential accuracy, promotions, retrains, rollbacks."""
     days: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {"windows": 0, "rows": 0, "acc": [], "promotions": 0, "retrains": 0, "rollbacks": 0}
+        lambda: {
+            "windows": 0,
+            "rows": 0,
+            "acc": [],
+            "promotions": 0,
+            "retrains": 0,
+            "drift_retrains": 0,
+            "alarms": 0,
+            "rollbacks": 0,
+        }
     )
     for row in rows:
         day = days[row["window_start"][:10]]
         if row["kind"] == "retrain":
             day["retrains"] += 1
+            day["drift_retrains"] += str(row.get("trigger") or "").startswith("drift:")
         else:
             day["windows"] += 1
             day["rows"] += row.get("rows") or 0
@@ -60,6 +70,7 @@ def daily_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 day["acc"].append(row["prequential_accuracy"])
         day["promotions"] += row["decision"] == "promoted"
         day["rollbacks"] += row["decision"] == "rolled back"
+        day["alarms"] += bool(row.get("concept_drift_alarm"))
     out = []
     for name in sorted(days):
         day = days[name]
@@ -68,3 +79,28 @@ def daily_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {"day": name, **day, "prequential_accuracy": sum(acc) / len(acc) if acc else None}
         )
     return out
+
+
+def drift_recovery(rows: list[dict[str, Any]], points: float = 0.02) -> dict[str, Any] | None:
+    """When the first concept-drift alarm fired and how many windows until prequential
+    accuracy was back within `points` of its level over the day before the alarm."""
+    tuned = [
+        r for r in rows if r["kind"] == "finetune" and r.get("prequential_accuracy") is not None
+    ]
+    alarm_at = next((i for i, r in enumerate(tuned) if r.get("concept_drift_alarm")), None)
+    if alarm_at is None:
+        return None
+    before = [r["prequential_accuracy"] for r in tuned[max(0, alarm_at - 16) : alarm_at - 4]]
+    if not before:
+        return {"alarm": tuned[alarm_at]["window_start"], "baseline": None, "recovered": None}
+    baseline = sum(before) / len(before)
+    for later in range(alarm_at + 1, len(tuned) - 3):
+        # four windows in a row back near the baseline, so one lucky hour does not count
+        if all(r["prequential_accuracy"] >= baseline - points for r in tuned[later : later + 4]):
+            return {
+                "alarm": tuned[alarm_at]["window_start"],
+                "baseline": baseline,
+                "recovered": tuned[later]["window_start"],
+                "windows": later - alarm_at,
+            }
+    return {"alarm": tuned[alarm_at]["window_start"], "baseline": baseline, "recovered": None}
