@@ -171,3 +171,58 @@ def test_rollback_and_reload_predict_the_same(settings: Settings, stream: Stream
     assert registry.get_alias_version(s, stream.name, registry.CHAMPION) == first
     last = registry.alias_history(s, stream.name)[-1]
     assert (last.who, last.reasons) == ("tester", ("testing rollback",)) or last.who == "tester"
+
+
+def test_a_new_champion_that_serves_badly_is_rolled_back(
+    settings: Settings, stream: StreamSchema
+) -> None:
+    # No fine-tune may win here (floor 0.99): only the rollback rule moves the champion.
+    s = fast(settings, absolute_floor=0.99, rollback_hours=2, rollback_margin=0.05)
+    ctx = context(s, stream)
+    good = retrain_until(ctx, START + 8 * DAY).challenger_version
+    assert good is not None and registry.get_alias_version(s, stream.name, "champion") is None
+    registry.promote(s, stream.name, good, trigger="test", reasons=["first model"])
+    day = START + 8 * DAY
+    for hour in (9, 10):
+        finetune_window(ctx, Window(day + timedelta(hours=hour), day + timedelta(hours=hour + 1)))
+
+    # A broken model (its output inverted) becomes champion by hand.
+    from tasks.model import fine_tune_copy
+
+    broken = fine_tune_copy(registry.load_keras(s, stream.name, good))
+    last = broken.layers[-1]
+    weights, bias = last.get_weights()
+    last.set_weights([-weights, -bias])
+    lineage = registry.Lineage(
+        training_kind="retrain",
+        window_start=day,
+        window_end=day + DAY,
+        data_hash="inverted",
+        schema_hash=stream.fingerprint(),
+        seed=0,
+    )
+    run = registry.log_training_run(
+        s,
+        stream,
+        run_name="broken",
+        params={},
+        metrics={},
+        metric_series={},
+        tags={},
+        model=broken,
+        artifacts={},
+        lineage=lineage,
+    )
+    bad = registry.register_version(s, stream, run, lineage, "an inverted model")
+    registry.promote(s, stream.name, bad, trigger="test", reasons=["a bad promotion"])
+    ctx.models.clear()
+
+    outcomes = [
+        finetune_window(ctx, Window(day + timedelta(hours=h), day + timedelta(hours=h + 1)))
+        for h in (11, 12)
+    ]
+    assert outcomes[0].decision == "kept"
+    assert outcomes[1].decision == "rolled back", outcomes[1].reasons
+    assert registry.get_alias_version(s, stream.name, "champion") == good
+    last_move = registry.alias_history(s, stream.name)
+    assert any(m.who == "streamtrain auto-rollback" for m in last_move)
