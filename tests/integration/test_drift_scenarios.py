@@ -148,11 +148,11 @@ def test_sudden_drift_raises_an_alarm_within_12_hours_and_a_retrain_follows(
     settings: Settings,
 ) -> None:
     s = fast(settings)
-    drift_at = START + WEEK + timedelta(days=1)
-    schema = simulated(s, "sudden", 10, drift_at=drift_at)
+    drift_at = START + WEEK + 2 * DAY  # a day of normal serving first: the detector's baseline
+    schema = simulated(s, "sudden", 11, drift_at=drift_at)
     _champion(s, schema)
     ctx = CycleContext(settings=s, schema=schema)
-    results = run_backfill(ctx, drift_at, drift_at + 2 * DAY, retrain_every_hours=None)
+    results = run_backfill(ctx, drift_at - DAY, drift_at + 2 * DAY, retrain_every_hours=None)
     alarms = [r for r in results if r.kind == "finetune" and r.concept_drift_alarm]
     assert alarms, [(r.window_start, r.prequential_accuracy) for r in results if r.rows]
     first = datetime.fromisoformat(alarms[0].window_start.replace("Z", "+00:00"))
