@@ -14,6 +14,7 @@ import pytest
 from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
 from tasks.stream import ensure_topic, produce
+from tests.integration.helpers import schema_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,18 +40,13 @@ def test_retrain_finetune_report_show_history_rollback(
     settings: Settings, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     topic = f"cli-{uuid.uuid4().hex[:8]}"
-    schema_file = tmp_path / "drone.yaml"
-    schema_file.write_text(
-        (ROOT / "schemas" / "drone.yaml")
-        .read_text()
-        .replace("topic: drone-observations", f"topic: {topic}")
-    )
+    schema_path = schema_file(tmp_path, topic)
     ensure_topic(settings, topic)
     start = datetime(2026, 1, 5, tzinfo=UTC)
     produce(settings, topic, generate(SimulationConfig(start=start, hours=9 * 24, seed=4)))
     env = {
         **cli_env,
-        "STREAMTRAIN_SCHEMA": str(schema_file),
+        "STREAMTRAIN_SCHEMA": str(schema_path),
         "STREAMTRAIN_RETRAIN_DAYS": "8",
         "STREAMTRAIN_HOLDOUT_HOURS": "16",
         "STREAMTRAIN_RETRAIN_EPOCHS": "8",

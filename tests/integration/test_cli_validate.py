@@ -13,6 +13,7 @@ import pytest
 from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
 from tasks.stream import ensure_topic, produce
+from tests.integration.helpers import schema_file
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,12 +23,7 @@ def test_validate_json_accounts_for_every_record_and_builds_docs(
     settings: Settings, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     topic = f"validate-{uuid.uuid4().hex[:8]}"
-    schema_file = tmp_path / "drone.yaml"
-    schema_file.write_text(
-        (ROOT / "schemas" / "drone.yaml")
-        .read_text()
-        .replace("topic: drone-observations", f"topic: {topic}")
-    )
+    schema_path = schema_file(tmp_path, topic)
     ensure_topic(settings, topic)
     start = datetime(2026, 1, 5, tzinfo=UTC)
     config = SimulationConfig(
@@ -47,7 +43,7 @@ def test_validate_json_accounts_for_every_record_and_builds_docs(
         text=True,
         timeout=300,
         check=False,
-        env={**cli_env, "STREAMTRAIN_SCHEMA": str(schema_file)},
+        env={**cli_env, "STREAMTRAIN_SCHEMA": str(schema_path)},
     )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from flows.backfill import run_backfill
 from tasks import registry
@@ -20,6 +17,8 @@ from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
 from tasks.stream import ensure_topic, produce
 from tasks.windowing import Window, to_ms
+from tests.integration.helpers import Raw, dead_letters, own_topic
+from tests.integration.helpers import quick_training as fast
 
 pytestmark = pytest.mark.integration
 
@@ -30,49 +29,13 @@ HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
 
-@dataclass(frozen=True)
-class Raw:
-    key: bytes | None
-    value: bytes
-    timestamp_ms: int
-
-
-def fast(settings: Settings, **changes: object) -> Settings:
-    return settings.model_copy(
-        update={
-            "retrain_days": 8,
-            "holdout_hours": 16,
-            "retrain_epochs": 8,
-            "bootstrap_samples": 200,
-            **changes,
-        }
-    )
-
-
 def simulated(settings: Settings, scenario: str, days: int, **config: object) -> StreamSchema:
     schema = load_schema(ROOT / "schemas" / "drone.yaml")
-    schema = schema.model_copy(update={"topic": f"{scenario}-{uuid.uuid4().hex[:8]}"})
+    schema = own_topic(schema, scenario)
     ensure_topic(settings, schema.topic)
     sim = SimulationConfig(start=START, hours=days * 24, scenario=scenario, seed=3, **config)  # type: ignore[arg-type]
     produce(settings, schema.topic, generate(sim))
     return schema
-
-
-def dead_letters(settings: Settings, schema: StreamSchema) -> list[dict[str, object]]:
-    topic = schema.dead_letter_topic()
-    tp = TopicPartition(topic, 0)
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
-    try:
-        consumer.assign([tp])
-        consumer.seek_to_beginning(tp)
-        end = consumer.end_offsets([tp])[tp]
-        out: list[dict[str, object]] = []
-        while consumer.position(tp) < end:
-            for batch in consumer.poll(timeout_ms=2000).values():
-                out.extend(json.loads(r.value) for r in batch)
-        return out
-    finally:
-        consumer.close()
 
 
 def test_corrupt_rows_are_quarantined_and_every_record_accounted(settings: Settings) -> None:

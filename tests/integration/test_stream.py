@@ -5,38 +5,23 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import uuid
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
-from tasks.schema import StreamSchema, load_schema
 from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
 from tasks.stream import ensure_topic, produce, read_window
 from tasks.windowing import Window, to_ms
+from tests.integration.helpers import Raw, dead_letters, fresh_schema
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2026, 1, 5, tzinfo=UTC)
 HOUR = timedelta(hours=1)
-
-
-@dataclass(frozen=True)
-class Raw:
-    key: bytes | None
-    value: bytes
-    timestamp_ms: int
-
-
-def fresh_schema(path: Path = ROOT / "schemas" / "drone.yaml") -> StreamSchema:
-    schema = load_schema(path)
-    return schema.model_copy(update={"topic": f"{schema.topic}-{uuid.uuid4().hex[:8]}"})
 
 
 def drone_value(store: int, when: datetime, busy: int = 0, **overrides: object) -> bytes:
@@ -58,23 +43,6 @@ def drone_value(store: int, when: datetime, busy: int = 0, **overrides: object) 
 
 def raw(store: int, when: datetime, stamp: datetime | None = None, **fields: object) -> Raw:
     return Raw(str(store).encode(), drone_value(store, when, **fields), to_ms(stamp or when))
-
-
-def dead_letters(settings: Settings, schema: StreamSchema) -> list[dict[str, object]]:
-    topic = schema.dead_letter_topic()
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=None, auto_offset_reset="earliest"
-    )
-    try:
-        consumer.assign([TopicPartition(topic, 0)])
-        end = consumer.end_offsets([TopicPartition(topic, 0)])[TopicPartition(topic, 0)]
-        out: list[dict[str, object]] = []
-        while len(out) < end:
-            for batch in consumer.poll(timeout_ms=2000).values():
-                out.extend(json.loads(r.value) for r in batch)
-        return out
-    finally:
-        consumer.close()
 
 
 def test_simulated_week_reads_back_window_by_window_exactly(settings: Settings) -> None:

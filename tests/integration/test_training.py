@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +17,8 @@ from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
 from tasks.stream import ensure_topic, produce, read_window
 from tasks.windowing import Window
+from tests.integration.helpers import Raw, own_topic
+from tests.integration.helpers import quick_training as fast
 
 pytestmark = pytest.mark.integration
 
@@ -27,31 +27,11 @@ START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
 DAY = timedelta(days=1)
 
 
-@dataclass(frozen=True)
-class Raw:
-    key: bytes | None
-    value: bytes
-    timestamp_ms: int
-
-
-def fast(settings: Settings, **changes: object) -> Settings:
-    """Small, quick training settings for tests."""
-    return settings.model_copy(
-        update={
-            "retrain_days": 8,
-            "holdout_hours": 16,
-            "retrain_epochs": 8,
-            "bootstrap_samples": 200,
-            **changes,
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def stream(kafka_broker: Settings) -> StreamSchema:
     """Ten simulated days (scenario none) in a topic of their own, shared by this module."""
     schema = load_schema(ROOT / "schemas" / "drone.yaml")
-    schema = schema.model_copy(update={"topic": f"train-{uuid.uuid4().hex[:8]}"})
+    schema = own_topic(schema, "train")
     ensure_topic(kafka_broker, schema.topic)
     produce(
         kafka_broker,

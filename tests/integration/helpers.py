@@ -1,0 +1,71 @@
+"""Helpers shared by the integration tests: raw records, own topics, quick training settings."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from tasks.schema import StreamSchema, load_schema
+from tasks.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DRONE = ROOT / "schemas" / "drone.yaml"
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A record to produce as it is: key, value bytes, Kafka timestamp."""
+
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+def own_topic(schema: StreamSchema, prefix: str | None = None) -> StreamSchema:
+    """The schema with a topic of its own, so tests never read each other's records."""
+    return schema.model_copy(update={"topic": f"{prefix or schema.topic}-{uuid.uuid4().hex[:8]}"})
+
+
+def fresh_schema(path: Path = DRONE, prefix: str | None = None) -> StreamSchema:
+    return own_topic(load_schema(path), prefix)
+
+
+def schema_file(tmp_path: Path, topic: str) -> Path:
+    """A copy of the drone schema file naming `topic`, for commands run as subprocesses."""
+    path = tmp_path / "drone.yaml"
+    path.write_text(DRONE.read_text().replace("topic: drone-observations", f"topic: {topic}"))
+    return path
+
+
+def quick_training(settings: Settings, **changes: object) -> Settings:
+    """Small, quick training settings for tests."""
+    return settings.model_copy(
+        update={
+            "retrain_days": 8,
+            "holdout_hours": 16,
+            "retrain_epochs": 8,
+            "bootstrap_samples": 200,
+            **changes,
+        }
+    )
+
+
+def dead_letters(settings: Settings, schema: StreamSchema) -> list[dict[str, object]]:
+    """Everything on the schema's dead-letter topic, decoded."""
+    tp = TopicPartition(schema.dead_letter_topic(), 0)
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    try:
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        end = consumer.end_offsets([tp])[tp]
+        out: list[dict[str, object]] = []
+        while consumer.position(tp) < end:
+            for batch in consumer.poll(timeout_ms=2000).values():
+                out.extend(json.loads(r.value) for r in batch)
+        return out
+    finally:
+        consumer.close()
