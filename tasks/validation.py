@@ -281,6 +281,7 @@ def _checkpoint(schema: StreamSchema, *, detailed: bool = True) -> gx.Checkpoint
 def _ephemeral_context() -> AbstractDataContext:
     import great_expectations as gx
 
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its import resets it
     return gx.get_context(mode="ephemeral")
 
 
