@@ -368,14 +368,14 @@ def print_daily_summary(rows: list[dict[str, Any]]) -> None:
         "day",
         "windows",
         "rows",
-        "prequential accuracy",
-        "promotions",
+        "preq. acc",
+        "promoted",
         "retrains",
-        "drift retrains",
+        "by drift",
         "alarms",
         "rollbacks",
     ):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True)
     for day in daily_summary(rows):
         acc = day["prequential_accuracy"]
         table.add_row(

@@ -245,6 +245,7 @@ def register_and_decide(
         tags={
             "streamtrain.kind": kind,
             "streamtrain.window_start": format_instant(window.start),
+            "streamtrain.window_end": format_instant(window.end),
             "streamtrain.decision": verdict,
             "streamtrain.trigger": trigger,
             "streamtrain.reasons": json.dumps(list(decision.reasons))[:4900],
@@ -643,6 +644,7 @@ def _validated(
             tags={
                 "streamtrain.kind": result.kind,
                 "streamtrain.window_start": result.window_start,
+                "streamtrain.window_end": result.window_end,
                 "streamtrain.decision": "rejected",
                 "streamtrain.trigger": result.trigger,
                 "streamtrain.reasons": json.dumps(result.reasons)[:4900],

@@ -796,6 +796,7 @@ def cycle_runs(settings: Settings, name: str) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "window_start": tags.get("streamtrain.window_start"),
+                    "window_end": tags.get("streamtrain.window_end"),
                     "kind": tags.get("streamtrain.kind"),
                     "rows": int(metrics.get("rows", 0)),
                     "champion_version": None

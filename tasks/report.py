@@ -9,6 +9,7 @@ from typing import Any
 
 REPORT_FIELDS = (
     "window_start",
+    "window_end",
     "kind",
     "rows",
     "champion_version",
@@ -32,7 +33,14 @@ def report_rows(cycles: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = [{name: cycle.get(name) for name in REPORT_FIELDS} for cycle in cycles]
     for row in rows:
         row["reasons"] = list(row["reasons"] or [])
-    return sorted(rows, key=lambda r: (r["window_start"], r["kind"] != "retrain"))
+    return sorted(rows, key=lambda r: (as_of(r), r["kind"] != "retrain"))
+
+
+def as_of(row: dict[str, Any]) -> str:
+    """When a cycle's result became available: a retrain at the end of its range."""
+    if row["kind"] == "retrain" and row.get("window_end"):
+        return str(row["window_end"])
+    return str(row["window_start"])
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
@@ -59,7 +67,7 @@ def daily_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
     )
     for row in rows:
-        day = days[row["window_start"][:10]]
+        day = days[as_of(row)[:10]]
         if row["kind"] == "retrain":
             day["retrains"] += 1
             day["drift_retrains"] += str(row.get("trigger") or "").startswith("drift:")

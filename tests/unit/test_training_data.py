@@ -63,8 +63,9 @@ def test_report_orders_windows_and_sums_days() -> None:
             "decision": "promoted",
             "reasons": ["a"],
         },
-        {
-            "window_start": "2026-01-06T00:00Z",
+        {  # a retrain counts on the day its range ends, not the day it starts
+            "window_start": "2025-12-23T00:00Z",
+            "window_end": "2026-01-06T00:00Z",
             "kind": "retrain",
             "rows": 5000,
             "decision": "promoted",
