@@ -7,6 +7,7 @@ so that `streamtrain --help` and `streamtrain kafka status` answer at once.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -69,9 +70,20 @@ def expected_errors() -> Iterator[None]:
 
 def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        sys.stdout.write(json.dumps(strict_json(data), indent=2, default=str) + "\n")
     else:
         human()
+
+
+def strict_json(data: Any) -> Any:
+    """NaN and infinities are not JSON: scripts in other languages would refuse them."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: strict_json(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [strict_json(v) for v in data]
+    return data
 
 
 @app.callback()

@@ -56,16 +56,28 @@ def cycle_markdown(result: CycleResult) -> str:
 
 def publish_cycle(ctx: CycleContext, result: CycleResult) -> None:
     """Leave a markdown artifact on the flow run (only inside a Prefect run)."""
-    from prefect.artifacts import create_markdown_artifact
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.context import FlowRunContext
 
     if FlowRunContext.get() is None:
         return
+    key = f"{result.kind}-{ctx.model_name}".lower().replace("_", "-").replace(".", "-")
     create_markdown_artifact(
         markdown=cycle_markdown(result),
-        key=f"{result.kind}-{ctx.model_name}".lower().replace("_", "-").replace(".", "-"),
+        key=key,
         description=f"{result.kind} {result.window_start}: {result.decision}",
     )
+    if result.drift_table:
+        create_table_artifact(
+            table=[{k: _cell(v) for k, v in row.items()} for row in result.drift_table],
+            key=f"{key}-drift",
+            description=f"Data drift per feature, window {result.window_start}",
+        )
+
+
+def _cell(value: object) -> object:
+    """Table cells JSON can carry (NaN p-values become empty)."""
+    return None if isinstance(value, float) and value != value else value
 
 
 def configure_environment(settings: Settings) -> None:

@@ -81,6 +81,7 @@ class CycleResult:
     retrain_triggered: bool = False
     retrain_trigger: str | None = None
     new_categories: dict[str, list[Any]] = field(default_factory=dict)
+    drift_table: list[dict[str, Any]] = field(default_factory=list)
     run_id: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -665,6 +666,7 @@ def _signal(drift: DriftReport | None, result: CycleResult) -> DriftSignal:
     if drift is None:
         return DriftSignal(concept_drift_alarm=result.concept_drift_alarm)
     result.data_drift = drift.overall
+    result.drift_table = drift.table()
     result.new_categories = {k: list(v) for k, v in drift.new_categories.items() if v}
     return drift.to_signal(concept_drift_alarm=result.concept_drift_alarm)
 

@@ -33,7 +33,11 @@ def run(env: dict[str, str], *args: str) -> Any:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
-    return json.loads(done.stdout)
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{token} is not JSON")
+
+    return json.loads(done.stdout, parse_constant=refuse)
 
 
 def test_retrain_finetune_report_show_history_rollback(
