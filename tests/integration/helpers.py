@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -69,3 +71,32 @@ def dead_letters(settings: Settings, schema: StreamSchema) -> list[dict[str, obj
         return out
     finally:
         consumer.close()
+
+
+def register_by_hand(
+    settings: Settings, schema: StreamSchema, model: Any, *, name: str, window_start: datetime
+) -> tuple[str, str]:
+    """Log and register a model outside the training cycle; returns (version, model URI)."""
+    from tasks import registry
+
+    lineage = registry.Lineage(
+        training_kind="retrain",
+        window_start=window_start,
+        window_end=window_start + timedelta(days=1),
+        data_hash="0" * 16,
+        schema_hash=schema.fingerprint(),
+        seed=3,
+    )
+    ref = registry.log_training_run(
+        settings,
+        schema,
+        run_name=name,
+        params={},
+        metrics={},
+        metric_series={},
+        tags={},
+        model=model,
+        lineage=lineage,
+        artifacts={},
+    )
+    return registry.register_version(settings, schema, ref, lineage, name), ref.model_uri

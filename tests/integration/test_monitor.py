@@ -7,7 +7,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,13 @@ from kafka import KafkaConsumer, TopicPartition
 
 from tasks import registry
 from tasks.monitor import epoch_hour, monitor_window
-from tasks.registry import Lineage
 from tasks.schema import decode_record, load_schema
 from tasks.scoring import run_scorer
 from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
 from tasks.stream import ensure_topic, produce
 from tasks.windowing import Window
+from tests.integration.helpers import register_by_hand
 
 pytestmark = pytest.mark.integration
 
@@ -53,27 +53,7 @@ def serve_a_trained_model(settings: Settings) -> str:
     frame = pd.DataFrame(rows, columns=SCHEMA.columns)
     model = m.build_model(SCHEMA, Settings(hidden_units=(8,), seed=3), frame)
     m.train(model, SCHEMA, frame, epochs=1, learning_rate=3e-3, batch_size=64, seed=3)
-    lineage = Lineage(
-        training_kind="retrain",
-        window_start=START,
-        window_end=START + timedelta(days=2),
-        data_hash="0" * 16,
-        schema_hash=SCHEMA.fingerprint(),
-        seed=3,
-    )
-    ref = registry.log_training_run(
-        settings,
-        SCHEMA,
-        run_name="monitor test",
-        params={},
-        metrics={},
-        metric_series={},
-        tags={},
-        model=model,
-        lineage=lineage,
-        artifacts={},
-    )
-    version = registry.register_version(settings, SCHEMA, ref, lineage, "monitor test")
+    version, _ = register_by_hand(settings, SCHEMA, model, name="monitor test", window_start=START)
     registry.promote(settings, SCHEMA.name, version, trigger="test", reasons=["test"])
     return version
 

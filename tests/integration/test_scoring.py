@@ -25,12 +25,12 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from tasks import registry
-from tasks.registry import Lineage
 from tasks.schema import decode_record, load_schema
 from tasks.scoring import ScorerStats, default_group_id, run_scorer
 from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
 from tasks.stream import ensure_topic, produce
+from tests.integration.helpers import register_by_hand
 
 pytestmark = pytest.mark.integration
 
@@ -73,28 +73,8 @@ def models() -> tuple[Any, Any]:
 
 def register(settings: Settings, model: Any, promote: bool = False) -> str:
     """Log and register a model version (promoted to champion when asked); returns it."""
-    lineage = Lineage(
-        training_kind="retrain",
-        window_start=START,
-        window_end=START.replace(day=6),
-        data_hash="0" * 16,
-        schema_hash=SCHEMA.fingerprint(),
-        seed=3,
-    )
-    ref = registry.log_training_run(
-        settings,
-        SCHEMA,
-        run_name="scorer test",
-        params={},
-        metrics={},
-        metric_series={},
-        tags={},
-        model=model,
-        lineage=lineage,
-        artifacts={},
-    )
-    version = registry.register_version(settings, SCHEMA, ref, lineage, "scorer test")
-    MODEL_IDS[version] = ref.model_uri.removeprefix("models:/")
+    version, uri = register_by_hand(settings, SCHEMA, model, name="scorer test", window_start=START)
+    MODEL_IDS[version] = uri.removeprefix("models:/")
     if promote:
         promote_version(settings, version)
     return version

@@ -17,7 +17,7 @@ from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
 from tasks.stream import ensure_topic, produce, read_window
 from tasks.windowing import Window
-from tests.integration.helpers import Raw, own_topic
+from tests.integration.helpers import Raw, own_topic, register_by_hand
 from tests.integration.helpers import quick_training as fast
 
 pytestmark = pytest.mark.integration
@@ -173,27 +173,7 @@ def test_a_new_champion_that_serves_badly_is_rolled_back(
     last = broken.layers[-1]
     weights, bias = last.get_weights()
     last.set_weights([-weights, -bias])
-    lineage = registry.Lineage(
-        training_kind="retrain",
-        window_start=day,
-        window_end=day + DAY,
-        data_hash="inverted",
-        schema_hash=stream.fingerprint(),
-        seed=0,
-    )
-    run = registry.log_training_run(
-        s,
-        stream,
-        run_name="broken",
-        params={},
-        metrics={},
-        metric_series={},
-        tags={},
-        model=broken,
-        artifacts={},
-        lineage=lineage,
-    )
-    bad = registry.register_version(s, stream, run, lineage, "an inverted model")
+    bad, _ = register_by_hand(s, stream, broken, name="an inverted model", window_start=day)
     registry.promote(s, stream.name, bad, trigger="test", reasons=["a bad promotion"])
     ctx.models.clear()
 
