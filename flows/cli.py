@@ -18,10 +18,11 @@ from typing import Any, NoReturn
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tasks.schema import SchemaError, StreamSchema, load_schema
-from tasks.settings import Settings, get_settings
+from tasks.settings import Settings, SettingsError, describe_settings_error, get_settings
 
 app = typer.Typer(
     help="Continuous training of ML models from Kafka streams.",
@@ -46,11 +47,18 @@ class Context:
 
     @property
     def schema(self) -> StreamSchema:
-        return load_schema(self.settings.schema_path)
+        """The stream's schema, checked against the settings; a bad one ends the command."""
+        try:
+            schema = load_schema(self.settings.schema_path)
+            self.settings.check_window(schema.window)
+        except (SchemaError, SettingsError) as exc:
+            fail(str(exc), code=2)
+        return schema
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    """One line on stderr (never wrapped, brackets shown as written) and a non-zero exit."""
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -58,11 +66,12 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def expected_errors() -> Iterator[None]:
     """Turn the errors people can act on into one clear line, not a traceback."""
     from tasks.broker import BrokerError
+    from tasks.registry import LockTimeout
     from tasks.stream import StreamError
 
     try:
         yield
-    except (BrokerError, StreamError, SchemaError) as exc:
+    except (BrokerError, StreamError, SchemaError, LockTimeout) as exc:
         fail(str(exc))
     except ValueError as exc:
         fail(str(exc), code=2)
@@ -97,10 +106,7 @@ def main(
     try:
         settings = get_settings(schema_path=schema)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        fail(f"invalid settings: {problems}", code=2)
+        fail(describe_settings_error(exc), code=2)
     ctx.obj = Context(settings=settings)
 
 
@@ -326,7 +332,13 @@ def finetune(
     hour: str | None = typer.Option(None, "--hour", help="Any instant in the window (ISO)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Test-then-train one window: score the champion, fine-tune, gate, register."""
+    """Test-then-train one window: score the champion, fine-tune, gate, register.
+
+    Without --hour: every closed window after the last one fine-tuned, oldest first (JSON: a
+    list of cycles); with --hour, that window only (JSON: one cycle).
+    """
+    _ = _ctx(ctx).schema  # refuse a bad schema before any flow starts
+    _ = _ctx(ctx).schema  # refuse a bad schema before any flow starts
     configure_environment(_ctx(ctx).settings)
     from flows.finetune import finetune as finetune_flow
 

@@ -13,11 +13,9 @@ from tasks.stages import Stages
 
 def cycle_context(as_tasks: bool, settings: Settings | None = None) -> CycleContext:
     settings = settings or get_settings()
-    return CycleContext(
-        settings=settings,
-        schema=load_schema(settings.schema_path),
-        stages=Stages(as_tasks=as_tasks),
-    )
+    schema = load_schema(settings.schema_path)
+    settings.check_window(schema.window)
+    return CycleContext(settings=settings, schema=schema, stages=Stages(as_tasks=as_tasks))
 
 
 def cycle_markdown(result: CycleResult) -> str:

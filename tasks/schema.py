@@ -12,10 +12,18 @@ import math
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 Scalar = int | str
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
@@ -33,6 +41,24 @@ class MalformedRecord(ValueError):
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Fields that really are yes/no; anywhere else a YAML boolean is a mistake.
+    _FLAGS: ClassVar[frozenset[str]] = frozenset({"drives_label", "drift_check"})
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yaml_booleans(cls, value: object, info: ValidationInfo) -> object:
+        """YAML 1.1 reads unquoted yes/no/on/off/true/false as booleans, and pydantic would
+        quietly turn them into 1 and 0: `classes: [no, yes]` would become `[0, 1]`."""
+        if info.field_name in cls._FLAGS:
+            return value
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, bool) for item in items):
+            raise ValueError(
+                f"{value!r}: unquoted yes/no, on/off and true/false are YAML booleans; "
+                "quote them if they are strings, e.g. ['no', 'yes']"
+            )
+        return value
+
 
 class FeatureSpec(_Strict):
     """One input feature: its kind decides its preprocessing, its type how it is parsed."""
@@ -40,8 +66,8 @@ class FeatureSpec(_Strict):
     name: str
     kind: Literal["categorical", "numeric"]
     type: Literal["int", "float", "string"]
-    min: float | None = None
-    max: float | None = None
+    min: float | None = Field(default=None, allow_inf_nan=False)
+    max: float | None = Field(default=None, allow_inf_nan=False)
     values: list[Scalar] | None = Field(
         default=None, description="Closed value set; absent means an open vocabulary."
     )
@@ -104,6 +130,12 @@ class RowCountSpec(_Strict):
     min: int = Field(default=1, ge=0)
     max: int | None = Field(default=None, ge=1)
 
+    @model_validator(mode="after")
+    def _ordered(self) -> RowCountSpec:
+        if self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
 
 class StreamSchema(_Strict):
     """A declared stream of records: topic, windowing, key, label and features."""
@@ -129,6 +161,21 @@ class StreamSchema(_Strict):
             if not match:
                 raise ValueError(f"window {value!r} is not a duration like '1h', '30m', '900s'")
             return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+        return value
+
+    @field_validator("expectations")
+    @classmethod
+    def _expectation_shape(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each entry is {type: expect_..., kwargs: {...}}; GX checks the names when it runs."""
+        for i, entry in enumerate(value):
+            extra = sorted(set(entry) - {"type", "kwargs"})
+            if extra:
+                raise ValueError(f"expectations[{i}]: unknown keys {extra} (type, kwargs)")
+            kind = entry.get("type")
+            if not isinstance(kind, str) or not kind.startswith("expect_"):
+                raise ValueError(f"expectations[{i}]: type {kind!r} is not an expect_... name")
+            if not isinstance(entry.get("kwargs", {}), dict):
+                raise ValueError(f"expectations[{i}]: kwargs must be a mapping")
         return value
 
     @model_validator(mode="after")
@@ -193,9 +240,11 @@ def load_schema(path: str | Path) -> StreamSchema:
     """Load and check a schema file; errors name the file, the field and the problem."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SchemaError(f"{path}: schema file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"{path}: cannot read the schema file ({exc})") from None
     except yaml.YAMLError as exc:
         raise SchemaError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

@@ -7,10 +7,22 @@ Reading settings has no side effects: nothing is created at import or constructi
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
+from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +33,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="STREAMTRAIN_",
-        extra="ignore",
+        extra="forbid",
         frozen=True,
         populate_by_name=True,
     )
@@ -191,6 +203,62 @@ class Settings(BaseSettings):
 
     def kafka_client_config(self) -> dict[str, object]:
         """Connection options shared by every kafka-python client (security passes through)."""
+    @model_validator(mode="before")
+    @classmethod
+    def _known_environment(cls, data: Any) -> Any:
+        """A mistyped STREAMTRAIN_* variable would otherwise be ignored without a word."""
+        unknown = unknown_environment(os.environ)
+        if unknown:
+            raise ValueError("; ".join(unknown))
+        return data
+
+    @model_validator(mode="after")
+    def _possible(self) -> Settings:
+        """Combinations that cannot work, refused at start rather than found mid-run."""
+        if self.holdout_hours >= self.retrain_days * 24:
+            raise ValueError(
+                f"holdout_hours ({self.holdout_hours}) must be shorter than the retrain range "
+                f"(retrain_days {self.retrain_days} = {self.retrain_days * 24} h): "
+                "nothing would be left to train on"
+            )
+        if self.recent_holdout_hours > self.long_holdout_hours:
+            raise ValueError(
+                f"recent_holdout_hours ({self.recent_holdout_hours}) must not exceed "
+                f"long_holdout_hours ({self.long_holdout_hours})"
+            )
+        ports = {
+            "kafka_port": self.kafka_port,
+            "kafka_controller_port": self.controller_port,
+            "mlflow_port": self.mlflow_port,
+            "prefect_port": self.prefect_port,
+        }
+        if self.controller_port > 65535:
+            raise ValueError(f"kafka_controller_port ({self.controller_port}) is above 65535")
+        clashes = sorted(
+            f"{a} and {b} are both {ports[a]}"
+            for a in ports
+            for b in ports
+            if a < b and ports[a] == ports[b]
+        )
+        if clashes:
+            raise ValueError("ports must differ: " + "; ".join(clashes))
+        return self
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        """Like pydantic's, with credentials in URLs masked (SecretStr masks the rest)."""
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if isinstance(value, str) else value
+
+    def check_window(self, window: timedelta) -> None:
+        """Refuse settings that do not fit the stream's window length (from its schema)."""
+        if self.allowed_lateness_s > window.total_seconds():
+            raise SettingsError(
+                f"STREAMTRAIN_ALLOWED_LATENESS_S ({self.allowed_lateness_s} s) is longer than "
+                f"the schema's window ({window}): a window would stay open for more than a "
+                "window after it ends and the hourly cycle would trail by several windows; "
+                "lower the lateness or lengthen the window"
+            )
+
         config: dict[str, object] = {
             "bootstrap_servers": self.bootstrap_servers.split(","),
             "security_protocol": self.kafka_security_protocol,
@@ -209,3 +277,57 @@ class Settings(BaseSettings):
 def get_settings(**overrides: object) -> Settings:
     """Read settings from the environment, with explicit overrides (CLI options) on top."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+class SettingsError(ValueError):
+    """Settings that cannot work; the message names the variable and the problem."""
+
+
+# Read by prefect.yaml (the deployments' working directory), not by the code.
+NOT_SETTINGS = frozenset({"STREAMTRAIN_ROOT"})
+
+
+def environment_names() -> dict[str, str]:
+    """Environment variable (upper case) -> field name, for every setting."""
+    names: dict[str, str] = {}
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names |= {str(choice).upper(): name for choice in alias.choices if choice != name}
+        else:
+            names[f"STREAMTRAIN_{name.upper()}"] = name
+    return names
+
+
+def unknown_environment(environ: Iterable[str]) -> list[str]:
+    """A message for each STREAMTRAIN_* variable that no setting reads, with a guess."""
+    known = environment_names()
+    out = []
+    for var in sorted(environ):
+        upper = var.upper()
+        if not upper.startswith("STREAMTRAIN_") or upper in known or upper in NOT_SETTINGS:
+            continue
+        guess = difflib.get_close_matches(upper, list(known), n=1)
+        hint = f" (did you mean {guess[0]}?)" if guess else ""
+        out.append(f"unknown setting {var}{hint}")
+    return out
+
+
+_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def mask_url(text: str) -> str:
+    """'https://user:pw@host' -> 'https://***@host', for anything printed or logged."""
+    return _CREDENTIALS.sub("***@", text)
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line naming each bad variable (as the user wrote it) and the problem."""
+    env = {field: var for var, field in environment_names().items()}
+    problems = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        where = env.get(field, field)
+        message = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return "invalid settings: " + "; ".join(problems)
+
+
