@@ -318,6 +318,7 @@ def retrain(
     as_json: bool = JsonOption,
 ) -> None:
     """Train from scratch on the last days up to HOUR, evaluate, gate and register."""
+    _ = _ctx(ctx).schema  # refuse a bad schema before any flow starts
     configure_environment(_ctx(ctx).settings)
     from flows.retrain import retrain as retrain_flow
 
@@ -337,7 +338,6 @@ def finetune(
     Without --hour: every closed window after the last one fine-tuned, oldest first (JSON: a
     list of cycles); with --hour, that window only (JSON: one cycle).
     """
-    _ = _ctx(ctx).schema  # refuse a bad schema before any flow starts
     _ = _ctx(ctx).schema  # refuse a bad schema before any flow starts
     configure_environment(_ctx(ctx).settings)
     from flows.finetune import finetune as finetune_flow

@@ -13,6 +13,7 @@ from tasks.stages import Stages
 
 def cycle_context(as_tasks: bool, settings: Settings | None = None) -> CycleContext:
     settings = settings or get_settings()
+    configure_environment(settings)  # a flow run started by a worker gets the same quiet logs
     schema = load_schema(settings.schema_path)
     settings.check_window(schema.window)
     return CycleContext(settings=settings, schema=schema, stages=Stages(as_tasks=as_tasks))

@@ -175,34 +175,6 @@ class Settings(BaseSettings):
             raise ValueError("kafka_controller_port must differ from kafka_port")
         return self
 
-    # --- derived values ------------------------------------------------------------------
-    @property
-    def embedded_kafka(self) -> bool:
-        """True when the project runs its own broker (no external cluster configured)."""
-        return self.kafka_bootstrap_servers is None
-
-    @property
-    def bootstrap_servers(self) -> str:
-        return self.kafka_bootstrap_servers or f"{self.kafka_host}:{self.kafka_port}"
-
-    @property
-    def controller_port(self) -> int:
-        return self.kafka_controller_port or self.kafka_port + 1
-
-    @property
-    def kafka_dir(self) -> Path:
-        return self.home / "kafka"
-
-    @property
-    def tracking_uri(self) -> str:
-        return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
-
-    @property
-    def mlflow_artifacts_dir(self) -> Path:
-        return self.mlflow_dir / "artifacts"
-
-    def kafka_client_config(self) -> dict[str, object]:
-        """Connection options shared by every kafka-python client (security passes through)."""
     @model_validator(mode="before")
     @classmethod
     def _known_environment(cls, data: Any) -> Any:
@@ -259,6 +231,34 @@ class Settings(BaseSettings):
                 "lower the lateness or lengthen the window"
             )
 
+    # --- derived values ------------------------------------------------------------------
+    @property
+    def embedded_kafka(self) -> bool:
+        """True when the project runs its own broker (no external cluster configured)."""
+        return self.kafka_bootstrap_servers is None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def controller_port(self) -> int:
+        return self.kafka_controller_port or self.kafka_port + 1
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.home / "kafka"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.mlflow_dir / "artifacts"
+
+    def kafka_client_config(self) -> dict[str, object]:
+        """Connection options shared by every kafka-python client (security passes through)."""
         config: dict[str, object] = {
             "bootstrap_servers": self.bootstrap_servers.split(","),
             "security_protocol": self.kafka_security_protocol,
@@ -274,9 +274,6 @@ class Settings(BaseSettings):
         return config
 
 
-def get_settings(**overrides: object) -> Settings:
-    """Read settings from the environment, with explicit overrides (CLI options) on top."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 class SettingsError(ValueError):
     """Settings that cannot work; the message names the variable and the problem."""
 
@@ -331,3 +328,6 @@ def describe_settings_error(exc: ValidationError) -> str:
     return "invalid settings: " + "; ".join(problems)
 
 
+def get_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, with explicit overrides (CLI options) on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
