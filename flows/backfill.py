@@ -29,6 +29,7 @@ def run_backfill(
     *,
     retrain_every_hours: int | None = 24,
     retrain_at_hour: int = 0,
+    trigger: str = "backfill",
     on_window: Callable[[CycleResult], None] | None = None,
 ) -> list[CycleResult]:
     """Fine-tune every window in [start, end) in order; retrain at `retrain_at_hour` each period."""
@@ -46,7 +47,7 @@ def run_backfill(
                 results.append(retrain_until(ctx, window.start, trigger="schedule:backfill"))
                 if on_window:
                     on_window(results[-1])
-            results.append(finetune_window(ctx, window, trigger="backfill"))
+            results.append(finetune_window(ctx, window, trigger=trigger))
             if on_window:
                 on_window(results[-1])
             if results[-1].retrain_triggered:

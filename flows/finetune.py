@@ -1,38 +1,84 @@
-"""Flow `finetune`: the hourly test-then-train cycle of one window (`hourly-finetune`)."""
+"""Flow `finetune`: the test-then-train cycle of the windows that closed (`hourly-finetune`).
+
+On the clock it catches up: every window after the last one the registry's lineage shows as
+fine-tuned, up to the newest window the stream's time has closed, oldest first. Given an hour
+(a person, or the window-closed event), it runs exactly that window.
+"""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import flow
 
-from flows.runtime import cycle_context, publish_cycle, request_retrain
-from tasks.cycle import finetune_window
-from tasks.registry import training_lock
-from tasks.windowing import Window, parse_instant
+from flows.runtime import cycle_context, publish_cycle, request_retrain, training_slot
+from tasks.cycle import CycleContext, CycleResult, finetune_window
+from tasks.registry import last_finetuned_window, training_lock
+from tasks.stream import latest_timestamp
+from tasks.windowing import Window, last_closed, parse_instant, windows_to_catch_up
+
+log = logging.getLogger("streamtrain.flows")
 
 
 def closed_hour(now: datetime, lateness_s: int, length: timedelta) -> datetime:
-    """The latest window whose end plus the allowed lateness has passed."""
-    return Window.containing(now - timedelta(seconds=lateness_s), length).start - length
+    """Start of the latest window whose end plus the allowed lateness has passed."""
+    return last_closed(now, timedelta(seconds=lateness_s), length).start
+
+
+def due_windows(ctx: CycleContext, now: datetime) -> list[Window]:
+    """The closed windows not yet fine-tuned, from lineage and the stream's own time."""
+    settings, schema = ctx.settings, ctx.schema
+    stream_time = latest_timestamp(settings, schema.topic)
+    if stream_time is None:
+        return []
+    # The stream's time, not the wall clock, closes a window: a replayed or simulated stream
+    # lives in its own time, and a window still being written must not be trained on.
+    closed = last_closed(
+        min(now, stream_time), timedelta(seconds=settings.allowed_lateness_s), schema.window
+    )
+    done = last_finetuned_window(settings, ctx.model_name)
+    last_done = Window(*done) if done else None
+    due, left = windows_to_catch_up(last_done, closed, settings.catch_up_max_windows)
+    if left:
+        log.warning("%d more closed windows wait for the next run (catching up in order)", left)
+    return due
 
 
 @flow(name="finetune")
-def finetune(hour: str | None = None, trigger: str = "schedule") -> dict[str, Any]:
-    """Score the champion on the window, fine-tune a copy, gate it and register it.
+def finetune(hour: str | None = None, trigger: str = "schedule") -> list[dict[str, Any]]:
+    """Score the champion on each due window, fine-tune a copy, gate it and register it.
 
-    `hour` is any instant in the window; by default the window that closed last.
+    `hour` is any instant in one window to run; by default every closed window not yet done.
     """
+    from flows.backfill import run_backfill
+
     ctx = cycle_context(as_tasks=True)
     if hour is None:
-        start = closed_hour(datetime.now(UTC), ctx.settings.allowed_lateness_s, ctx.schema.window)
+        windows = due_windows(ctx, datetime.now(UTC))
     else:
-        start = parse_instant(hour)
-    window = Window.containing(start, ctx.schema.window)
-    with training_lock(ctx.settings, ctx.model_name, timeout_s=600):
-        result = finetune_window(ctx, window, trigger=trigger)
-    publish_cycle(ctx, result)
-    if result.retrain_triggered:
-        request_retrain(ctx, window.end, result.retrain_trigger or "drift")
-    return result.to_dict()
+        windows = [Window.containing(parse_instant(hour), ctx.schema.window)]
+    if not windows:
+        log.info("No closed window is waiting to be fine-tuned")
+        return []
+    with training_slot(ctx.settings, ctx.model_name):
+        if len(windows) == 1:
+            with training_lock(ctx.settings, ctx.model_name, timeout_s=600):
+                results = [finetune_window(ctx, windows[0], trigger=trigger)]
+        else:
+            log.info("Catching up %d windows from %s", len(windows), windows[0].start)
+            results = run_backfill(
+                ctx, windows[0].start, windows[-1].end, retrain_every_hours=None, trigger=trigger
+            )
+    for result in results:
+        if result.kind == "finetune":
+            publish_cycle(ctx, result)
+    _request_retrains(ctx, results)
+    return [r.to_dict() for r in results]
+
+
+def _request_retrains(ctx: CycleContext, results: list[CycleResult]) -> None:
+    last = results[-1]
+    if last.kind == "finetune" and last.retrain_triggered:
+        request_retrain(ctx, parse_instant(last.window_end), last.retrain_trigger or "drift")

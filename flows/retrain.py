@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.runtime import cycle_context, publish_cycle
+from flows.runtime import cycle_context, publish_cycle, training_slot
 from tasks.cycle import retrain_until
 from tasks.registry import training_lock
 from tasks.windowing import parse_instant
@@ -18,7 +18,10 @@ def retrain(until: str | None = None, trigger: str = "schedule") -> dict[str, An
     """Train from scratch on the days up to `until` (default: now); evaluate, gate, register."""
     ctx = cycle_context(as_tasks=True)
     end = parse_instant(until) if until else datetime.now(UTC)
-    with training_lock(ctx.settings, ctx.model_name, timeout_s=1800):
+    with (
+        training_slot(ctx.settings, ctx.model_name),
+        training_lock(ctx.settings, ctx.model_name, timeout_s=1800),
+    ):
         result = retrain_until(ctx, end, trigger=trigger)
     publish_cycle(ctx, result)
     return result.to_dict()

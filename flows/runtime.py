@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -96,6 +98,7 @@ def configure_environment(settings: Settings) -> None:
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_LOGGING_LEVEL": "WARNING",
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     }
     for name, value in defaults.items():
         os.environ.setdefault(name, value)
@@ -111,6 +114,8 @@ def quiet_libraries() -> None:
 
     for name, level in {
         "mlflow": logging.WARNING,
+        "mlflow.store.model_registry.abstract_store": logging.WARNING,
+        "great_expectations.data_context.types.base": logging.WARNING,
         "alembic": logging.WARNING,
         "kafka": logging.ERROR,
         "tensorflow": logging.ERROR,
@@ -118,6 +123,24 @@ def quiet_libraries() -> None:
         "great_expectations": logging.ERROR,
     }.items():
         logging.getLogger(name).setLevel(level)
+
+
+@contextmanager
+def training_slot(settings: Settings, model_name: str) -> Iterator[None]:
+    """One training run per model across machines: a Prefect global concurrency limit.
+
+    Only under a Prefect server (`streamtrain up` creates the limit); the training lock in
+    `tasks.registry` still excludes runs on one machine, with or without a server.
+    """
+    if not settings.prefect_api_url:
+        yield
+        return
+    from prefect.concurrency.sync import concurrency
+
+    from tasks.stack import training_limit_name
+
+    with concurrency(training_limit_name(model_name), occupy=1, strict=False):
+        yield
 
 
 def request_retrain(ctx: CycleContext, until: datetime, trigger: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import flow
@@ -13,8 +13,8 @@ from rich.progress import Progress
 from tasks.schema import StreamSchema, load_schema
 from tasks.settings import Settings, get_settings
 from tasks.simulator import SimRecord, SimulationConfig, expected_counts, generate
-from tasks.stream import ensure_topic, produce
-from tasks.windowing import format_instant, from_ms, parse_instant
+from tasks.stream import ensure_topic, latest_timestamp, produce
+from tasks.windowing import Window, format_instant, from_ms, parse_instant
 
 
 def paced(records: Iterable[SimRecord], start: datetime, speedup: float) -> Iterator[SimRecord]:
@@ -27,6 +27,14 @@ def paced(records: Iterable[SimRecord], start: datetime, speedup: float) -> Iter
         if delay > 0:
             time.sleep(delay)
         yield record
+
+
+def live_start(settings: Settings, schema: StreamSchema, topic: str | None, default: str) -> str:
+    """The hour after the topic's newest record, so a live run continues the stream's time."""
+    newest = latest_timestamp(settings, topic or schema.topic)
+    if newest is None:
+        return default
+    return format_instant(Window.containing(newest, timedelta(hours=1)).end)
 
 
 def run_simulation(
@@ -96,12 +104,17 @@ def simulate(
     scenario: str = "none",
     seed: int = 7,
     realtime: float | None = None,
+    live: bool = False,
 ) -> dict[str, Any]:
-    """Produce simulated observations (the `simulate-live` deployment paces them in real time)."""
+    """Produce simulated observations (`simulate-live` continues the stream in real time)."""
     settings = get_settings()
+    schema = load_schema(settings.schema_path)
+    if live:
+        start = live_start(settings, schema, None, default=start)
+        realtime = realtime or settings.live_speedup
     return run_simulation(
         settings,
-        load_schema(settings.schema_path),
+        schema,
         start=start,
         hours=hours,
         scenario=scenario,

@@ -97,6 +97,26 @@ def windows_between(start: datetime, end: datetime, length: timedelta) -> list[W
     return out
 
 
+def last_closed(stream_time: datetime, lateness: timedelta, length: timedelta) -> Window:
+    """The newest window whose end plus the allowed lateness stream time has passed."""
+    return Window.containing(stream_time - lateness, length).shifted(-1)
+
+
+def windows_to_catch_up(
+    last_done: Window | None, closed: Window, limit: int
+) -> tuple[list[Window], int]:
+    """The closed windows after the last one trained on, oldest first, at most `limit`.
+
+    Returns them with the number left for the next run: a run that was missed is caught up in
+    order, never skipped, and a window already done is not run again. With no window done yet,
+    only the newest closed one is due.
+    """
+    if last_done is None:
+        return [closed], 0
+    due = windows_between(last_done.end, closed.end, closed.length) if closed > last_done else []
+    return due[:limit], max(0, len(due) - limit)
+
+
 class Verdict(enum.Enum):
     """What one record means for the window being read."""
 
