@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import pandas as pd
@@ -471,6 +472,47 @@ def topic_size(settings: Settings, topic: str) -> int:
         starts = consumer.beginning_offsets(tps)
         ends = consumer.end_offsets(tps)
     return sum(ends[tp] - starts[tp] for tp in tps)
+
+
+def latest_timestamp(settings: Settings, topic: str) -> datetime | None:
+    """The newest record timestamp on the topic (the stream's event-time watermark), or None.
+
+    Reads only the last record of each partition. Producers stamp records with their event
+    time, so this is how far the stream's time has got.
+    """
+    with window_reader(settings) as consumer:
+        found = consumer.partitions_for_topic(topic)
+        if not found:
+            return None
+        tps = [TopicPartition(topic, p) for p in sorted(found)]
+        ends = consumer.end_offsets(tps)
+        tails = {tp: end for tp, end in ends.items() if end > 0}
+        if not tails:
+            return None
+        consumer.assign(list(tails))
+        for tp, end in tails.items():
+            consumer.seek(tp, end - 1)
+        newest = max(
+            r.timestamp for r in _until_ends(settings, consumer, tails, "the stream's end")
+        )
+    return from_ms(newest)
+
+
+def has_records(settings: Settings, topic: str, window: Window) -> bool:
+    """Whether any record is stamped inside the window, from the broker's time index alone."""
+    with window_reader(settings) as consumer:
+        found = consumer.partitions_for_topic(topic)
+        if not found:
+            return False
+        tps = [TopicPartition(topic, p) for p in sorted(found)]
+        ends = consumer.end_offsets(tps)
+        firsts = consumer.offsets_for_times({tp: window.start_ms for tp in tps})
+        afters = consumer.offsets_for_times({tp: window.end_ms for tp in tps})
+    for tp in tps:
+        first, after = firsts.get(tp), afters.get(tp)
+        if first is not None and first.offset < (ends[tp] if after is None else after.offset):
+            return True
+    return False
 
 
 # --- reading predictions -------------------------------------------------------------------

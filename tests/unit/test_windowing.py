@@ -8,7 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks.windowing import PartitionScan, Verdict, Window, format_instant, parse_instant, place
+from tasks.windowing import (
+    PartitionScan,
+    Verdict,
+    Window,
+    format_instant,
+    last_closed,
+    parse_instant,
+    place,
+    windows_to_catch_up,
+)
 
 HOUR = 3_600_000
 T0 = int(datetime(2026, 1, 5, tzinfo=UTC).timestamp() * 1000)
@@ -99,3 +108,41 @@ def test_random_stream_counts_every_record_exactly_once() -> None:
     ]
     assert inside
     assert all(counted[i] == 1 for i in inside), [i for i in inside if counted[i] != 1][:5]
+
+
+# --- which closed windows a scheduled run catches up ---------------------------------------
+
+LENGTH = timedelta(hours=1)
+
+
+def hour_window(day: int, hour: int) -> Window:
+    return Window.containing(datetime(2026, 1, day, hour, tzinfo=UTC), LENGTH)
+
+
+def test_a_window_closes_only_after_its_end_plus_the_lateness() -> None:
+    lateness = timedelta(minutes=10)
+    assert last_closed(datetime(2026, 1, 5, 11, 9, tzinfo=UTC), lateness, LENGTH) == hour_window(
+        5, 9
+    )
+    assert last_closed(datetime(2026, 1, 5, 11, 10, tzinfo=UTC), lateness, LENGTH) == (
+        hour_window(5, 10)
+    )
+
+
+def test_missed_hours_are_caught_up_in_order_and_none_twice() -> None:
+    due, left = windows_to_catch_up(hour_window(5, 7), hour_window(5, 11), limit=10)
+    assert due == [hour_window(5, h) for h in (8, 9, 10, 11)] and left == 0
+    # Up to date, or the stream's time has not moved on: nothing runs again.
+    assert windows_to_catch_up(hour_window(5, 11), hour_window(5, 11), limit=10) == ([], 0)
+    assert windows_to_catch_up(hour_window(5, 12), hour_window(5, 11), limit=10) == ([], 0)
+
+
+def test_a_long_outage_is_caught_up_oldest_first_over_several_runs() -> None:
+    due, left = windows_to_catch_up(hour_window(5, 0), hour_window(6, 0), limit=5)
+    assert due == [hour_window(5, h) for h in range(1, 6)] and left == 19
+    due, left = windows_to_catch_up(due[-1], hour_window(6, 0), limit=5)
+    assert due[0] == hour_window(5, 6) and left == 14
+
+
+def test_with_nothing_done_only_the_newest_closed_window_is_due() -> None:
+    assert windows_to_catch_up(None, hour_window(5, 11), limit=10) == ([hour_window(5, 11)], 0)

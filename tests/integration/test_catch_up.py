@@ -1,0 +1,93 @@
+"""Scheduled runs catch up missed hours from the registry's lineage and the stream's own time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from flows.finetune import due_windows
+from flows.window_clock import announce_closed
+from tasks.cycle import CycleContext, finetune_window, retrain_until
+from tasks.schema import StreamSchema
+from tasks.settings import Settings
+from tasks.simulator import SimulationConfig, generate
+from tasks.stream import ensure_topic, has_records, latest_timestamp, produce
+from tasks.windowing import Window
+from tests.integration.helpers import fresh_schema, quick_training
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
+HOUR = timedelta(hours=1)
+LATER = datetime(2030, 1, 1, tzinfo=UTC)  # a wall clock long after the simulated days
+
+
+def simulated(settings: Settings, days: int) -> StreamSchema:
+    schema = fresh_schema(prefix="catchup")
+    ensure_topic(settings, schema.topic)
+    config = SimulationConfig(start=START, hours=days * 24, scenario="none", seed=3)
+    produce(settings, schema.topic, generate(config))
+    return schema
+
+
+def test_stream_time_and_empty_windows_come_from_the_broker(settings: Settings) -> None:
+    schema = simulated(settings, days=1)
+    newest = latest_timestamp(settings, schema.topic)
+    assert newest is not None and START < newest < START + timedelta(days=1)
+    busy = [
+        w
+        for w in (Window(START + h * HOUR, START + (h + 1) * HOUR) for h in range(24))
+        if has_records(settings, schema.topic, w)
+    ]
+    assert busy and len(busy) < 24  # daylight hours only
+    assert latest_timestamp(settings, "no-such-topic-" + schema.topic) is None
+
+
+def test_missed_hours_are_found_from_lineage_not_the_wall_clock(
+    settings: Settings, tmp_path: Path
+) -> None:
+    s = quick_training(settings)
+    schema = simulated(s, days=10)
+    ctx = CycleContext(settings=s, schema=schema)
+    assert retrain_until(ctx, START + timedelta(days=8)).decision == "promoted"
+    done = Window(START + timedelta(days=8, hours=10), START + timedelta(days=8, hours=11))
+    finetune_window(ctx, done)
+
+    due = due_windows(ctx, LATER)
+    newest = latest_timestamp(s, schema.topic)
+    assert newest is not None
+    # From the hour after the last one fine-tuned, in order, up to the last window the
+    # stream's time has closed (its end plus the lateness) - not up to the wall clock.
+    assert due[0] == Window(done.end, done.end + HOUR)
+    assert due == sorted(due) and len(set(due)) == len(due)
+    assert due[-1].end + timedelta(seconds=s.allowed_lateness_s) <= newest
+    assert due[-1].end + HOUR + timedelta(seconds=s.allowed_lateness_s) > newest
+
+    # A wall clock before the stream's end bounds it instead; at most the configured number.
+    capped = s.model_copy(update={"catch_up_max_windows": 3})
+    assert due_windows(CycleContext(settings=capped, schema=schema), LATER) == due[:3]
+    assert due_windows(ctx, done.end + timedelta(minutes=5)) == []
+
+
+def test_the_window_clock_announces_each_closed_window_with_records_once(
+    settings: Settings,
+) -> None:
+    schema = simulated(settings, days=2)
+    sent: list[Window] = []
+    first = announce_closed(settings, schema, LATER, emit=lambda _, w: sent.append(w))
+    # Nothing fine-tuned yet: only the newest closed window is announced.
+    assert first == sent and len(sent) == 1
+    produce(
+        settings,
+        schema.topic,
+        generate(
+            SimulationConfig(start=START + timedelta(days=2), hours=24, scenario="none", seed=3)
+        ),
+    )
+    second = announce_closed(settings, schema, LATER, emit=lambda _, w: sent.append(w))
+    assert second and all(w > first[0] for w in second)
+    assert all(has_records(settings, schema.topic, w) for w in second)
+    assert announce_closed(settings, schema, LATER, emit=lambda _, w: sent.append(w)) == []
+    assert len(sent) == len(set(sent))
