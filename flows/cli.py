@@ -75,6 +75,12 @@ def expected_errors() -> Iterator[None]:
         fail(str(exc))
     except ValueError as exc:
         fail(str(exc), code=2)
+    except Exception as exc:
+        from tasks.registry import describe_outage
+
+        if (outage := describe_outage(get_settings(), exc)) is not None:
+            fail(outage)
+        raise
 
 
 def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from tasks import guards, registry
+from tasks import faults, guards, registry
 from tasks.drift import DriftReport, build_reference
 from tasks.evaluation import binary_metrics, metric_value, paired_bootstrap
 from tasks.gate import (
@@ -282,8 +282,45 @@ def register_and_decide(
         retries=2,
     )
     registry.tag_run(settings, run.run_id, {"streamtrain.version": version})
+    faults.checkpoint(settings, "after_register")
     ctx.stages.run("gate", _move_aliases, ctx, version, decision, trigger)
     return version, run.run_id
+
+
+def _finish_interrupted(ctx: CycleContext, version: str, result: CycleResult) -> bool:
+    """Make the alias moves a run registered `version` for but died before making.
+
+    The version's lineage holds the gate's decision; the alias history says which moves
+    happened. True when moves were missing (and are now made), so the rerun of a crashed hour
+    ends in the state an uninterrupted run would have left. `challenger` is only set back when
+    no later version exists, so a late rerun never takes it from a newer candidate.
+    """
+    settings, name = ctx.settings, ctx.model_name
+    lineage = registry.version_lineage(settings, name, version)
+    if lineage is None or lineage.gate_decision is None:
+        return False
+    moved = {(m.alias, m.to_version) for m in registry.alias_history(settings, name)}
+    latest = max(int(v.version) for v in registry.list_versions(settings, name))
+    promote = lineage.gate_decision == "promoted"
+    wants_challenger = (registry.CHALLENGER, version) not in moved and int(version) == latest
+    wants_champion = promote and (registry.CHAMPION, version) not in moved
+    if not (wants_challenger or wants_champion):
+        return False
+    decision = GateDecision(promote=wants_champion, reasons=lineage.gate_reasons)
+    if wants_challenger:
+        ctx.stages.run("gate", _move_aliases, ctx, version, decision, lineage.trigger)
+    else:
+        registry.promote(
+            settings, name, version, trigger=lineage.trigger, reasons=list(lineage.gate_reasons)
+        )
+    if promote:
+        ctx.models.clear()
+    result.decision = "promoted" if promote else "kept"
+    result.reasons = [
+        f"completed the alias moves of version {version}, registered by an interrupted run",
+        *lineage.gate_reasons,
+    ]
+    return True
 
 
 def _move_aliases(ctx: CycleContext, version: str, decision: GateDecision, trigger: str) -> None:
@@ -360,6 +397,7 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
     result = _base_result("finetune", window, read, trigger)
     history_hours = max(settings.replay_hours, settings.long_holdout_hours)
     history = recent_rows(ctx, window, history_hours)
+    faults.checkpoint(settings, "after_read")
     rows, validation = _validated(ctx, read, result)
     if ctx.history is not None:
         ctx.history.add(window, rows)
@@ -378,8 +416,12 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
     )
     existing = already_trained(ctx, parent, window, "finetune")
     if existing is not None:
-        result.decision = "unchanged"
         result.challenger_version = existing
+        if _finish_interrupted(ctx, existing, result):
+            if result.decision == "kept":
+                _check_rollback(ctx, result)
+            return _finish(ctx, result)
+        result.decision = "unchanged"
         result.reasons = [
             f"already trained on this window from version {parent} (version {existing})"
         ]
@@ -388,7 +430,9 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
     registry.record_live_accuracy(
         settings, ctx.model_name, parent, window.start, result.prequential_accuracy
     )
-    result.concept_drift_alarm = guards.update_detector(ctx, result.prequential_accuracy, len(rows))
+    result.concept_drift_alarm = guards.update_detector(
+        ctx, result.prequential_accuracy, len(rows), format_instant(window.start)
+    )
     recent_cut = to_ms(window.start - timedelta(hours=settings.drift_recent_hours))
     recent = history[history["_event_ms"] >= recent_cut] if not history.empty else history
     drift = ctx.stages.run("drift", guards.data_drift, ctx, parent, rows, recent)
@@ -461,6 +505,8 @@ def _fine_tune(ctx: CycleContext, champion: Any, rows: pd.DataFrame, seed: int) 
         batch_size=s.batch_size,
         seed=seed,
     )
+    # New weights in memory only, nothing saved: what a crash in the middle of fit leaves.
+    faults.checkpoint(s, "during_fit")
     return challenger
 
 
@@ -539,8 +585,12 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
     result.champion_version = parent
     existing = already_trained(ctx, parent, span, "retrain")
     if existing is not None:
-        result.decision = "unchanged"
         result.challenger_version = existing
+        if _finish_interrupted(ctx, existing, result):
+            if result.decision == "promoted":
+                guards.reset_detector(ctx)
+            return _finish(ctx, result)
+        result.decision = "unchanged"
         result.reasons = [
             f"already retrained on this range from version {parent} (version {existing})"
         ]

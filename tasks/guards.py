@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 REFERENCE_ARTIFACT = "reference_profile.json"
 DETECTOR_TAG = "concept_drift.state"
+# The last window fed to the detector and the state before it, so that the rerun of a crashed
+# hour replaces that window's update instead of counting it twice.
+DETECTOR_WINDOW_TAG = "concept_drift.last_window"
 
 
 def validate_rows(ctx: CycleContext, frame: pd.DataFrame, windows: int = 1) -> ValidationOutcome:
@@ -114,9 +117,22 @@ def detector(ctx: CycleContext) -> ConceptDriftDetector:
     return found
 
 
-def update_detector(ctx: CycleContext, accuracy: float, rows: int) -> bool:
-    """Feed the serving champion's error rate on this window; True when the alarm fires."""
+def update_detector(ctx: CycleContext, accuracy: float, rows: int, window: str) -> bool:
+    """Feed the serving champion's error rate on this window; True when the alarm fires.
+
+    Once per window: the state before the window is written first, so a run killed after the
+    update, then rerun, starts again from that state and ends where one run would have.
+    """
     found = detector(ctx)
+    if "detector_window" not in ctx.cache:
+        text = registry.get_model_tag(ctx.settings, ctx.model_name, DETECTOR_WINDOW_TAG)
+        ctx.cache["detector_window"] = json.loads(text) if text else {}
+    last: dict[str, str] = ctx.cache["detector_window"]
+    if last.get("window") == window:
+        found = ctx.cache["detector"] = ConceptDriftDetector.from_json(last["before"])
+    last = {"window": window, "before": found.to_json()}
+    registry.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_WINDOW_TAG, json.dumps(last))
+    ctx.cache["detector_window"] = last
     alarm = found.update(1.0 - accuracy, weight=rows)
     registry.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG, found.to_json())
     return alarm

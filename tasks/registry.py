@@ -217,6 +217,10 @@ def connect(settings: Settings) -> MlflowClient:
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     if not env.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.defined:
         env.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set("false")
+    # MLflow reads its HTTP retry policy from the environment on every request.
+    env.MLFLOW_HTTP_REQUEST_MAX_RETRIES.set(str(settings.mlflow_http_max_retries))
+    env.MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.set(str(settings.mlflow_http_backoff_factor))
+    env.MLFLOW_HTTP_REQUEST_TIMEOUT.set(str(settings.mlflow_http_timeout_s))
     # set_tracking_uri also exports MLFLOW_TRACKING_URI into os.environ, where every
     # later Settings() of this process would read it and ignore its own store: restore it.
     exported = (env.MLFLOW_TRACKING_URI, env.MLFLOW_REGISTRY_URI)
@@ -226,6 +230,30 @@ def connect(settings: Settings) -> MlflowClient:
     for var, value in saved:
         var.unset() if value is None else var.set(value)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def describe_outage(settings: Settings, exc: BaseException) -> str | None:
+    """One line naming the cause when `exc` means the tracking server did not answer, else None.
+
+    MLflow raises a bare MlflowException ("API request to ... failed") after its retries, with
+    the requests error only as the implicit context; both are recognised.
+    """
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, requests.exceptions.RequestException) or (
+            isinstance(seen, MlflowException) and str(seen.message).startswith("API request to")
+        ):
+            cause = "timed out" if "timeout" in str(seen).lower() else "refused or dropped"
+            return (
+                f"MLflow at {settings.tracking_uri} did not answer (connection {cause}, "
+                f"{settings.mlflow_http_max_retries} retries): start the tracking server, then "
+                "run the same hour again"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def ensure_experiment(settings: Settings, name: str) -> str:

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     kafka_start_timeout_s: float = Field(default=60.0, gt=0)
     kafka_partitions: int = Field(default=3, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="min.insync.replicas of topics the project creates (unset: the broker's).",
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
@@ -100,11 +105,22 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "mlflow_tracking_uri"),
     )
     mlflow_dir: Path = PROJECT_ROOT / "mlflow"
+    # Exported to MLflow's MLFLOW_HTTP_REQUEST_* for a tracking server: bounded, so an outage
+    # fails a run within about a minute rather than MLflow's default several minutes.
+    mlflow_http_max_retries: int = Field(default=4, ge=0, le=10)
+    mlflow_http_backoff_factor: int = Field(default=1, ge=0)
+    mlflow_http_timeout_s: int = Field(default=30, ge=1)
     mlflow_port: int = Field(default=5000, ge=1, le=65535)
     prefect_port: int = Field(default=4200, ge=1, le=65535)
     prefect_api_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("PREFECT_API_URL", "prefect_api_url"),
+    )
+
+    # --- test hooks ----------------------------------------------------------------------
+    fault_kill_at: Literal["after_read", "during_fit", "after_register"] | None = Field(
+        default=None,
+        description="Test hook (tasks/faults.py): SIGKILL the training run at this stage.",
     )
 
     # --- determinism ---------------------------------------------------------------------
