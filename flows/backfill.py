@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.runtime import cycle_context
+from flows.runtime import cycle_context, log_accuracy_timeline
 from tasks.cycle import CycleContext, CycleResult, finetune_window, retrain_until
 from tasks.registry import training_lock
 from tasks.settings import Settings
@@ -87,4 +87,5 @@ def backfill(
     results = run_backfill(
         ctx, parse_instant(start), parse_instant(end), retrain_every_hours=retrain_every_hours
     )
+    log_accuracy_timeline(ctx, parse_instant(start), parse_instant(end))
     return [r.to_dict() for r in results]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import flow
 
-from flows.runtime import cycle_context, publish_cycle, training_slot
+from flows.runtime import cycle_context, log_accuracy_timeline, publish_cycle, training_slot
 from tasks.cycle import retrain_until
 from tasks.registry import training_lock
 from tasks.windowing import parse_instant
@@ -24,4 +24,7 @@ def retrain(until: str | None = None, trigger: str = "schedule") -> dict[str, An
     ):
         result = retrain_until(ctx, end, trigger=trigger)
     publish_cycle(ctx, result)
+    if result.run_id:
+        since = end - timedelta(days=ctx.settings.retrain_days)
+        log_accuracy_timeline(ctx, since, end, run_id=result.run_id)
     return result.to_dict()

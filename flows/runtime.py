@@ -168,3 +168,39 @@ def request_retrain(ctx: CycleContext, until: datetime, trigger: str) -> None:
     with training_lock(ctx.settings, ctx.model_name, timeout_s=1800):
         result = retrain_until(ctx, until, trigger=trigger)
     publish_cycle(ctx, result)
+
+
+TIMELINE_PNG = "accuracy_timeline.png"
+
+
+def log_accuracy_timeline(
+    ctx: CycleContext, since: datetime, until: datetime, run_id: str | None = None
+) -> str:
+    """Log the accuracy timeline of [since, until) as a PNG: to `run_id`, or to a run of its own.
+
+    Returns the run id. A run of its own carries no `streamtrain.kind` tag, so the per-window
+    report does not count it as a training cycle.
+    """
+    from tasks import registry
+    from tasks.plots import accuracy_timeline_png
+    from tasks.report import as_of, report_rows
+    from tasks.windowing import format_instant
+
+    span = f"{format_instant(since)} .. {format_instant(until)}"
+    rows = [
+        r
+        for r in report_rows(registry.cycle_runs(ctx.settings, ctx.model_name))
+        if format_instant(since) <= as_of(r) <= format_instant(until)
+    ]
+    png = accuracy_timeline_png(rows, f"{ctx.model_name}: accuracy {span}")
+    if run_id is None:
+        return registry.log_cycle_run(
+            ctx.settings,
+            ctx.schema,
+            run_name=f"timeline {span}",
+            tags={"streamtrain.timeline": span},
+            metrics={"windows": float(sum(r["kind"] == "finetune" for r in rows))},
+            artifacts={TIMELINE_PNG: png},
+        )
+    registry.attach_files(ctx.settings, run_id, {TIMELINE_PNG: png})
+    return run_id

@@ -58,6 +58,10 @@ def test_retrain_finetune_report_show_history_rollback(
 
     first = run(env, "retrain", "--until", "2026-01-13T00:00Z")
     assert first["decision"] == "promoted" and first["challenger_version"] == "1"
+    from tasks import registry
+
+    artifacts = registry.connect(settings).list_artifacts(first["run_id"])
+    assert "accuracy_timeline.png" in [a.path for a in artifacts]
     tuned = run(env, "finetune", "--hour", "2026-01-13T10:30Z")
     assert tuned["window_start"] == "2026-01-13T10:00Z" and tuned["rows"] == 100
     assert tuned["champion_version"] == "1" and tuned["decision"] in {"promoted", "kept"}
@@ -90,3 +94,8 @@ def test_retrain_finetune_report_show_history_rollback(
     if tuned["decision"] == "promoted":
         back = run(env, "model", "rollback", "--reason", "cli test")
         assert back == {"champion": "1"}
+
+    # On the clock (no --hour): the hours after the last one fine-tuned, in order, capped.
+    caught_up = run({**env, "STREAMTRAIN_CATCH_UP_MAX_WINDOWS": "2"}, "finetune")
+    assert [c["window_start"] for c in caught_up] == ["2026-01-13T11:00Z", "2026-01-13T12:00Z"]
+    assert [r["kind"] for r in run(env, "report")].count("finetune") == 3

@@ -3,8 +3,10 @@ the event trigger, `streamtrain down` with no process left behind."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -103,6 +105,51 @@ def mlflow_versions(url: str, name: str) -> list[Any]:
     )
 
 
+def retrain_run_id(url: str, name: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=url)
+    experiment = client.get_experiment_by_name(name)
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`streamtrain.kind` = 'retrain'")
+    return str(run.info.run_id)
+
+
+def check_uis_in_a_browser(
+    prefect_ui: str, mlflow_ui: str, model: str, champion: str | None
+) -> None:
+    """Headless Chromium: the MLflow UI shows the champion alias and its version; the Prefect
+    UI shows the deployments and a completed run."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None or importlib.util.find_spec("playwright") is None:
+        if os.environ.get("STREAMTRAIN_REQUIRE_BROWSER"):
+            raise AssertionError("the browser test needs chromium and playwright")
+        pytest.skip("chromium or playwright is not installed (.ci/run installs them)")
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{mlflow_ui}/#/models/{model}")
+            expect(page.get_by_text(f"Version {champion}", exact=True).first).to_be_visible(
+                timeout=30_000
+            )
+            expect(page.get_by_text("@ champion", exact=True)).to_be_visible()
+            # The alias chip sits in the champion version's row: after its name, before the next.
+            text = page.inner_text("body")
+            row = text[text.index(f"Version {champion}") :]
+            assert "@ champion" in row.split("\nVersion ")[0], row[:2000]
+            page.goto(f"{prefect_ui}/deployments")
+            for deployment in ("hourly-finetune", "nightly-retrain", "window-finetune"):
+                expect(page.get_by_text(deployment).first).to_be_visible(timeout=30_000)
+            page.goto(f"{prefect_ui}/runs")
+            expect(page.get_by_text("Completed").first).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("hourly-finetune").first).to_be_visible()
+        finally:
+            browser.close()
+
+
 def test_stack_runs_the_hourly_finetune_through_the_worker_and_stops_clean(
     stack: dict[str, str],
 ) -> None:
@@ -141,6 +188,13 @@ def test_stack_runs_the_hourly_finetune_through_the_worker_and_stops_clean(
         (v.tags.get("lineage.training_kind"), v.tags.get("lineage.window_start")) for v in versions
     }
     assert ("finetune", "2026-01-13T10:00Z") in kinds, kinds
+    from tasks import registry
+
+    store = Settings(mlflow_tracking_uri=mlflow_url)
+    timeline = registry.connect(store).list_artifacts(retrain_run_id(mlflow_url, schema.name))
+    assert "accuracy_timeline.png" in [a.path for a in timeline]
+    champion = registry.get_alias_version(store, schema.name, registry.CHAMPION)
+    check_uis_in_a_browser(status["prefect"]["address"], mlflow_url, schema.name, champion)
 
     # The event path: a window-closed event starts `window-finetune` for exactly that window.
     from prefect.events.worker import EventsWorker
