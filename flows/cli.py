@@ -36,7 +36,7 @@ app.add_typer(kafka_app, name="kafka")
 console = Console()
 errors = Console(stderr=True)
 
-JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
+JsonOption: Any = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 
 @dataclass
@@ -210,13 +210,22 @@ def simulate(
     realtime: float | None = typer.Option(
         None, help="Pace in real time, sped up by this factor (e.g. 60 = one hour a minute)."
     ),
+    live: bool = typer.Option(
+        False,
+        "--live",
+        help="Continue the topic's stream from its last hour, paced at STREAMTRAIN_LIVE_SPEEDUP "
+        "(for `streamtrain up`; --start is used only when the topic is empty).",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Produce drone-delivery observations to Kafka (same seed, same bytes)."""
-    from flows.simulate import run_simulation
+    from flows.simulate import live_start, run_simulation
 
     context = _ctx(ctx)
     with expected_errors():
+        if live:
+            start = live_start(context.settings, context.schema, topic, default=start)
+            realtime = realtime or context.settings.live_speedup
         summary = run_simulation(
             context.settings,
             context.schema,
@@ -229,7 +238,7 @@ def simulate(
             drift_at=drift_at,
             topic=topic,
             realtime=realtime,
-            progress=not as_json,
+            progress=not (as_json or live),
         )
     emit(
         summary,
@@ -349,8 +358,18 @@ def finetune(
     from flows.finetune import finetune as finetune_flow
 
     with expected_errors():
-        result = finetune_flow(hour=hour)
-    emit(result, as_json, lambda: _print_cycle(result))
+        results = finetune_flow(hour=hour)
+    if hour is not None:
+        emit(results[0], as_json, lambda: _print_cycle(results[0]))
+        return
+
+    def human() -> None:
+        for result in results:
+            _print_cycle(result)
+        if not results:
+            console.print("No closed window is waiting to be fine-tuned.")
+
+    emit(results, as_json, human)
 
 
 @app.command()
@@ -731,6 +750,11 @@ def configure_environment(settings: Settings) -> None:
 
     configure(settings)
 
+
+# The stack's commands live in their own module; importing it here registers them.
+from flows.cli_stack import stack_app  # noqa: E402
+
+app.add_typer(stack_app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

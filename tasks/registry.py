@@ -804,6 +804,11 @@ def tag_run(settings: Settings, run_id: str, tags: Mapping[str, str]) -> None:
         client.set_tag(run_id, key, value)
 
 
+def attach_files(settings: Settings, run_id: str, files: Mapping[str, str | bytes]) -> None:
+    """Add files (text or bytes, such as a PNG) to an existing run's artifacts."""
+    _log_files(connect(settings), run_id, files)
+
+
 def cycle_runs(settings: Settings, name: str) -> list[dict[str, Any]]:
     """Every training cycle logged for the model, as report rows (window order)."""
     client = connect(settings)
@@ -848,6 +853,28 @@ def cycle_runs(settings: Settings, name: str) -> list[dict[str, Any]]:
         token = page.token
         if not token:
             return rows
+
+
+def last_finetuned_window(settings: Settings, name: str) -> tuple[datetime, datetime] | None:
+    """Start and end of the newest window a fine-tune cycle ran on (its lineage, not the clock)."""
+    client = connect(settings)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        "tags.`streamtrain.kind` = 'finetune'",
+        max_results=1,
+        order_by=["tags.`streamtrain.window_start` DESC"],
+    )
+    if not runs:
+        return None
+    tags = runs[0].data.tags
+    start, end = tags["streamtrain.window_start"], tags["streamtrain.window_end"]
+    return (
+        datetime.fromisoformat(start.replace("Z", "+00:00")),
+        datetime.fromisoformat(end.replace("Z", "+00:00")),
+    )
 
 
 def read_version_artifact(settings: Settings, name: str, version: str, path: str) -> str | None:

@@ -117,6 +117,18 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("PREFECT_API_URL", "prefect_api_url"),
     )
 
+    # --- the local stack (`streamtrain up`) and the hourly schedule -----------------------
+    stack_start_timeout_s: float = Field(default=120.0, gt=0)
+    live_speedup: float = Field(
+        default=60.0, gt=0, description="Simulated seconds per wall second of the live simulator."
+    )
+    catch_up_max_windows: int = Field(
+        default=168,
+        ge=1,
+        description="Closed windows one scheduled fine-tune run catches up at most (oldest first).",
+    )
+    window_clock_poll_s: float = Field(default=5.0, gt=0)
+
     # --- test hooks ----------------------------------------------------------------------
     fault_kill_at: Literal["after_read", "during_fit", "after_register"] | None = Field(
         default=None,
