@@ -2,8 +2,10 @@
 
 Starts the embedded broker (unless KAFKA_BOOTSTRAP_SERVERS names a cluster), simulates four
 weeks of the drone-delivery world with a sudden change of the busy rules in week 3, trains the
-first model on week 1, replays weeks 2-4 hour by hour with nightly retrains, and prints a table
-per day. Re-running it reuses what is already there.
+first model on week 1, replays weeks 2-4 hour by hour with nightly retrains, prints a table
+per day, and leaves the local stack running (`streamtrain up`): the MLflow and Prefect UIs on
+the demo's results, a worker on the schedules, and the simulator continuing the stream live.
+Re-running it reuses what is already there.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from datetime import timedelta
 from rich.console import Console
 from rich.progress import Progress
 
-from flows.runtime import configure_environment, cycle_context
-from tasks.settings import get_settings
+from flows.runtime import configure_environment, cycle_context, log_accuracy_timeline
+from tasks.settings import Settings, get_settings
 from tasks.windowing import format_instant, parse_instant, windows_between
 
 DEMO_START = "2026-01-05T00:00Z"  # a Monday
@@ -87,13 +89,29 @@ def main() -> None:
     else:
         console.print("The demo already ran; showing its results (delete mlflow/ to start over).")
     print_daily_summary(done)
-    console.print(f"\nMLflow store: {settings.tracking_uri}")
+    log_accuracy_timeline(ctx, start, end)
+    leave_stack_up(settings, ctx.model_name)
+
+
+def leave_stack_up(settings: Settings, model: str) -> None:
+    """End with the always-on stack running on the demo's store, and say what to open."""
+    from tasks import stack
+    from tasks.services import ServiceError
+
     console.print(
-        f"  browse it: .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} "
-        f"--port {settings.mlflow_port}  (then open http://127.0.0.1:{settings.mlflow_port})"
+        "\nStarting the always-on stack (MLflow and Prefect servers, a worker, the live "
+        "simulator) ..."
     )
+    try:
+        stack.up(settings, say=lambda text: console.print(f"  [dim]{text}[/]"))
+    except ServiceError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(1) from None
+    console.print(f"\n  MLflow UI:  {stack.mlflow_url(settings)}  (registry: Models > {model})")
+    console.print(f"  Prefect UI: {stack.prefect_ui_url(settings)}  (deployments, runs, artifacts)")
     console.print("  per-window table: .venv/bin/streamtrain report")
-    console.print("  stop the broker:  .venv/bin/streamtrain kafka stop")
+    console.print("  what runs:        .venv/bin/streamtrain status")
+    console.print("  stop it all:      .venv/bin/streamtrain down   (or make down)")
 
 
 if __name__ == "__main__":
