@@ -300,8 +300,17 @@ def parse_event_time(spec: EventTimeSpec, value: object) -> int:
         return int(millis)
     except (TypeError, ValueError, OverflowError):
         raise MalformedRecord(
-            f"field '{spec.field}': {value!r} is not a {spec.format} timestamp"
+            f"field '{spec.field}': {_show(value)} is not a {spec.format} timestamp"
         ) from None
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _show(value: object, limit: int = 60) -> str:
+    """A value as a reason may quote it: hostile records can hold megabytes."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _coerce(name: str, kind: str, value: object) -> Scalar | float:
@@ -311,11 +320,17 @@ def _coerce(name: str, kind: str, value: object) -> Scalar | float:
         raise MalformedRecord(f"field '{name}': expected a string, got {type(value).__name__}")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise MalformedRecord(f"field '{name}': expected a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise MalformedRecord(f"field '{name}': {value} is not a finite number")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        finite = False
+    if not finite:
+        raise MalformedRecord(f"field '{name}': {_show(value)} is not a finite number")
     if kind == "int":
         if isinstance(value, float) and not value.is_integer():
             raise MalformedRecord(f"field '{name}': expected an integer, got {value}")
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise MalformedRecord(f"field '{name}': {_show(value)} is not a 64-bit integer")
         return int(value)
     return float(value)
 
@@ -348,7 +363,9 @@ def decode_record(
         value = _required(obj, label.field)
         matches = [c for c in label.classes if c == value and type(c) is type(value)]
         if not matches:
-            raise MalformedRecord(f"field '{label.field}': {value!r} is not one of {label.classes}")
+            raise MalformedRecord(
+                f"field '{label.field}': {_show(value)} is not one of {label.classes}"
+            )
         out[label.field] = matches[0]
     return out
 

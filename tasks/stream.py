@@ -228,17 +228,6 @@ def dead_letter(settings: Settings, schema: StreamSchema, items: list[SetAside])
     ensure_topic(settings, topic, partitions=1)
     with producer(settings) as client:
         for item in items:
-            envelope = {
-                "kind": item.kind,
-                "reason": item.reason,
-                "source": {
-                    "topic": schema.topic,
-                    "partition": item.partition,
-                    "offset": item.offset,
-                    "timestamp_ms": item.timestamp_ms,
-                },
-                "value": None if item.value is None else item.value.decode("utf-8", "replace"),
-            }
             headers = [
                 ("source-topic", schema.topic.encode()),
                 ("source-partition", str(item.partition).encode()),
@@ -248,11 +237,39 @@ def dead_letter(settings: Settings, schema: StreamSchema, items: list[SetAside])
             client.send(
                 topic,
                 key=item.key,
-                value=json.dumps(envelope, sort_keys=True).encode(),
+                value=_envelope(schema, item),
                 headers=headers,
                 timestamp_ms=item.timestamp_ms,
             )
     return len(items)
+
+
+# Kafka's default limit on one record is 1 MB, and an envelope escapes its value (up to 12
+# bytes a character), so a record that fitted its topic may not fit as a dead letter. Beyond
+# this size the envelope keeps the value's head; the source offset still leads to all of it.
+DEAD_LETTER_MAX_BYTES = 512 * 1024
+
+
+def _envelope(schema: StreamSchema, item: SetAside) -> bytes:
+    """The dead letter's JSON: kind, reason, source coordinates and the value as text."""
+    value = None if item.value is None else item.value.decode("utf-8", "replace")
+    envelope: dict[str, Any] = {
+        "kind": item.kind,
+        "reason": item.reason[:2000],
+        "source": {
+            "topic": schema.topic,
+            "partition": item.partition,
+            "offset": item.offset,
+            "timestamp_ms": item.timestamp_ms,
+        },
+        "value": value,
+    }
+    encoded = json.dumps(envelope, sort_keys=True).encode()
+    if len(encoded) <= DEAD_LETTER_MAX_BYTES or value is None:
+        return encoded
+    envelope["value"] = value[: DEAD_LETTER_MAX_BYTES // 16]
+    envelope["value_truncated_from_bytes"] = len(item.value or b"")
+    return json.dumps(envelope, sort_keys=True).encode()
 
 
 # --- reading a window ----------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from hypothesis import settings as hypothesis_settings
+
 # Before any import of tensorflow, keras, mlflow or prefect.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -16,3 +18,11 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # Tests never use a broker, cluster or server the user configured.
 for _name in ("KAFKA_BOOTSTRAP_SERVERS", "MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
     os.environ.pop(_name, None)
+
+# Property tests run the same examples on every machine (CI is deterministic); no deadline,
+# since examples talk to a real broker. HYPOTHESIS_PROFILE=explore draws new examples.
+hypothesis_settings.register_profile(
+    "streamtrain", derandomize=True, deadline=None, database=None, print_blob=True
+)
+hypothesis_settings.register_profile("explore", deadline=None, max_examples=200)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "streamtrain"))
