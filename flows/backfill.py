@@ -81,7 +81,13 @@ def backfill(
     end: str,
     retrain_every_hours: int | None = 24,
 ) -> list[dict[str, Any]]:
-    """Replay [start, end) hour by hour with nightly retrains (catching up, or the demo)."""
+    """Replay [start, end) hour by hour with nightly retrains (catching up, or the demo).
+
+    Args:
+        start: First window to replay (ISO 8601).
+        end: End of the range, exclusive (ISO 8601).
+        retrain_every_hours: Full retrain every so many hours of stream time; empty: none.
+    """
     settings: Settings | None = None
     ctx = cycle_context(as_tasks=False, settings=settings)
     results = run_backfill(

@@ -50,7 +50,10 @@ def due_windows(ctx: CycleContext, now: datetime) -> list[Window]:
 def finetune(hour: str | None = None, trigger: str = "schedule") -> list[dict[str, Any]]:
     """Score the champion on each due window, fine-tune a copy, gate it and register it.
 
-    `hour` is any instant in one window to run; by default every closed window not yet done.
+    Args:
+        hour: Any instant (ISO 8601) in the one window to run. Empty: every window closed
+            since the last one fine-tuned, oldest first.
+        trigger: Why the run happens (schedule, event, manual); kept in the lineage.
     """
     from flows.backfill import run_backfill
 

@@ -34,7 +34,12 @@ def run_monitor(
 
 @flow(name="monitor")
 def monitor(predictions_topic: str, hour: str | None = None) -> dict[str, Any]:
-    """Log the live accuracy of each version that served the window containing `hour`."""
+    """Log the live accuracy of each version that served the window containing `hour`.
+
+    Args:
+        predictions_topic: The scorer's output topic.
+        hour: Any instant (ISO 8601) in the window; empty: the window that closed last.
+    """
     settings = get_settings()
     return run_monitor(
         settings,

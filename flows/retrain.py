@@ -15,7 +15,12 @@ from tasks.windowing import parse_instant
 
 @flow(name="retrain")
 def retrain(until: str | None = None, trigger: str = "schedule") -> dict[str, Any]:
-    """Train from scratch on the days up to `until` (default: now); evaluate, gate, register."""
+    """Train from scratch on the days up to `until`; evaluate, gate, register.
+
+    Args:
+        until: End of the training range (ISO 8601). Empty: now.
+        trigger: Why the run happens (schedule, drift alarm, manual); kept in the lineage.
+    """
     ctx = cycle_context(as_tasks=True)
     end = parse_instant(until) if until else datetime.now(UTC)
     with (

@@ -106,7 +106,16 @@ def simulate(
     realtime: float | None = None,
     live: bool = False,
 ) -> dict[str, Any]:
-    """Produce simulated observations (`simulate-live` continues the stream in real time)."""
+    """Produce simulated observations (`simulate-live` continues the stream in real time).
+
+    Args:
+        start: First simulated hour (ISO 8601); with `live`, only when the topic is empty.
+        hours: Hours of the world to simulate.
+        scenario: none, sudden, gradual, recurring, new-stores or corrupt.
+        seed: Random seed: the same seed gives the same records.
+        realtime: Pace records in real time, sped up by this factor; empty: as fast as possible.
+        live: Continue the topic from the hour after its newest record.
+    """
     settings = get_settings()
     schema = load_schema(settings.schema_path)
     if live:
