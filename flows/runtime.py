@@ -21,7 +21,7 @@ def cycle_context(as_tasks: bool, settings: Settings | None = None) -> CycleCont
     return CycleContext(settings=settings, schema=schema, stages=Stages(as_tasks=as_tasks))
 
 
-def cycle_markdown(result: CycleResult) -> str:
+def cycle_markdown(result: CycleResult, run_link: str | None = None) -> str:
     """The Prefect artifact of a cycle: what was read, measured and decided, and why."""
 
     def fmt(value: float | None) -> str:
@@ -47,12 +47,18 @@ def cycle_markdown(result: CycleResult) -> str:
         f"| champion (primary metric) | {fmt(result.champion_metric)} |",
         f"| new version | {result.challenger_version or '-'} |",
         f"| decision | **{result.decision}** |",
-        f"| MLflow run | {result.run_id or '-'} |",
+        f"| MLflow run | {_run_cell(result.run_id, run_link)} |",
         "",
         "### Reasons",
         *[f"- {reason}" for reason in result.reasons],
     ]
     return "\n".join(lines)
+
+
+def _run_cell(run_id: str | None, link: str | None) -> str:
+    if run_id and link:
+        return f"[{run_id}]({link})"
+    return run_id or "-"
 
 
 def publish_cycle(ctx: CycleContext, result: CycleResult) -> None:
@@ -63,8 +69,13 @@ def publish_cycle(ctx: CycleContext, result: CycleResult) -> None:
     if FlowRunContext.get() is None:
         return
     key = f"{result.kind}-{ctx.model_name}".lower().replace("_", "-").replace(".", "-")
+    link = None
+    if result.run_id and ctx.settings.tracking_uri.startswith("http"):
+        from tasks.registry import run_url
+
+        link = run_url(ctx.settings, result.run_id)
     create_markdown_artifact(
-        markdown=cycle_markdown(result),
+        markdown=cycle_markdown(result, link),
         key=key,
         description=f"{result.kind} {result.window_start}: {result.decision}",
     )

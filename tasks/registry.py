@@ -804,6 +804,13 @@ def tag_run(settings: Settings, run_id: str, tags: Mapping[str, str]) -> None:
         client.set_tag(run_id, key, value)
 
 
+def run_url(settings: Settings, run_id: str) -> str:
+    """The run's page in the MLflow UI of the tracking server."""
+    run = connect(settings).get_run(run_id)
+    base = settings.tracking_uri.rstrip("/")
+    return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+
+
 def attach_files(settings: Settings, run_id: str, files: Mapping[str, str | bytes]) -> None:
     """Add files (text or bytes, such as a PNG) to an existing run's artifacts."""
     _log_files(connect(settings), run_id, files)
