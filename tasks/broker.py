@@ -115,6 +115,15 @@ def start_cluster(
     return [_node_status(node) for node in plan]
 
 
+def stop_cluster_node(settings: Settings, node_id: int, timeout_s: float = 30) -> bool:
+    """Stop one node of the local cluster cleanly (the others keep the quorum); True if it ran.
+
+    `start_cluster` with the same ports starts it again (only the nodes that are down).
+    """
+    home = settings.kafka_dir / "cluster" / f"node-{node_id}"
+    return _stop_homes([home], timeout_s) if settings.embedded_kafka else False
+
+
 def stop_cluster(settings: Settings, timeout_s: float = 30) -> bool:
     """Stop every node of the local cluster; True if any was running."""
     homes = sorted((settings.kafka_dir / "cluster").glob("node-*"))

@@ -171,10 +171,14 @@ def ensure_topic(settings: Settings, topic: str, partitions: int | None = None) 
     with admin_client(settings) as admin:
         if topic in admin.list_topics():
             return False
+        configs = {"retention.ms": str(settings.kafka_topic_retention_ms)}
+        if settings.kafka_min_insync_replicas is not None:
+            # With acks=all, a write then needs this many replicas: RF 3 and 2 survive a broker.
+            configs["min.insync.replicas"] = str(settings.kafka_min_insync_replicas)
         spec = {
             "num_partitions": partitions or settings.kafka_partitions,
             "replication_factor": settings.kafka_replication_factor,
-            "configs": {"retention.ms": str(settings.kafka_topic_retention_ms)},
+            "configs": configs,
         }
         try:
             admin.create_topics({topic: spec}, wait_for_metadata=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -68,6 +69,27 @@ def dead_letters(settings: Settings, schema: StreamSchema) -> list[dict[str, obj
         while consumer.position(tp) < end:
             for batch in consumer.poll(timeout_ms=2000).values():
                 out.extend(json.loads(r.value) for r in batch)
+        return out
+    finally:
+        consumer.close()
+
+
+def read_topic(settings: Settings, topic: str, timeout_s: float = 60) -> list[Any]:
+    """Every record the topic holds now, partition by partition (none when it does not exist)."""
+    consumer = KafkaConsumer(**settings.kafka_client_config(), group_id=None)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"reading {topic} stalled"
+            for tp, batch in consumer.poll(timeout_ms=500).items():
+                out.extend(r for r in batch if r.offset < ends[tp])
         return out
     finally:
         consumer.close()

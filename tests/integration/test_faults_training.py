@@ -119,6 +119,7 @@ def test_a_finetune_killed_at_any_stage_reruns_to_the_uninterrupted_state(
             "STREAMTRAIN_MLFLOW_DIR": str(target.mlflow_dir),
             "STREAMTRAIN_SCHEMA": str(schema_path),
             "STREAMTRAIN_FAULT_KILL_AT": stage,
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # three start at once
             **{f"STREAMTRAIN_{k.upper()}": str(v) for k, v in QUICK.items()},
         }
         processes[stage] = subprocess.Popen(
