@@ -16,6 +16,8 @@ from prefect import flow
 from flows.runtime import cycle_context, publish_cycle, request_retrain, training_slot
 from tasks.cycle import CycleContext, CycleResult, finetune_window
 from tasks.registry import last_finetuned_window, training_lock
+from tasks.schema import StreamSchema
+from tasks.settings import Settings
 from tasks.stream import latest_timestamp
 from tasks.windowing import Window, last_closed, parse_instant, windows_to_catch_up
 
@@ -27,20 +29,24 @@ def closed_hour(now: datetime, lateness_s: int, length: timedelta) -> datetime:
     return last_closed(now, timedelta(seconds=lateness_s), length).start
 
 
-def due_windows(ctx: CycleContext, now: datetime) -> list[Window]:
-    """The closed windows not yet fine-tuned, from lineage and the stream's own time."""
-    settings, schema = ctx.settings, ctx.schema
+def closed_since(
+    settings: Settings, schema: StreamSchema, last_done: Window | None, now: datetime
+) -> tuple[list[Window], int]:
+    """Closed windows after `last_done`, oldest first and capped, with how many are left."""
     stream_time = latest_timestamp(settings, schema.topic)
     if stream_time is None:
-        return []
+        return [], 0
     # The stream's time, not the wall clock, closes a window: a replayed or simulated stream
     # lives in its own time, and a window still being written must not be trained on.
-    closed = last_closed(
-        min(now, stream_time), timedelta(seconds=settings.allowed_lateness_s), schema.window
-    )
-    done = last_finetuned_window(settings, ctx.model_name)
-    last_done = Window(*done) if done else None
-    due, left = windows_to_catch_up(last_done, closed, settings.catch_up_max_windows)
+    lateness = timedelta(seconds=settings.allowed_lateness_s)
+    closed = last_closed(min(now, stream_time), lateness, schema.window)
+    return windows_to_catch_up(last_done, closed, settings.catch_up_max_windows)
+
+
+def due_windows(ctx: CycleContext, now: datetime) -> list[Window]:
+    """The closed windows not yet fine-tuned, from lineage and the stream's own time."""
+    done = last_finetuned_window(ctx.settings, ctx.model_name)
+    due, left = closed_since(ctx.settings, ctx.schema, Window(*done) if done else None, now)
     if left:
         log.warning("%d more closed windows wait for the next run (catching up in order)", left)
     return due

@@ -13,14 +13,15 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
+from flows.finetune import closed_since
 from tasks.registry import last_finetuned_window
 from tasks.schema import StreamSchema
 from tasks.settings import Settings
-from tasks.stream import has_records, latest_timestamp
-from tasks.windowing import Window, format_instant, last_closed, windows_to_catch_up
+from tasks.stream import has_records
+from tasks.windowing import Window, format_instant
 
 log = logging.getLogger("streamtrain.window_clock")
 
@@ -58,14 +59,7 @@ def announce_closed(
     emit: Callable[[str, Window], None] = emit_window_closed,
 ) -> list[Window]:
     """Emit an event for each window closed since the last one announced that holds records."""
-    stream_time = latest_timestamp(settings, schema.topic)
-    if stream_time is None:
-        return []
-    closed = last_closed(
-        min(now, stream_time), timedelta(seconds=settings.allowed_lateness_s), schema.window
-    )
-    last = _last_announced(settings, schema.name)
-    due, _ = windows_to_catch_up(last, closed, settings.catch_up_max_windows)
+    due, _ = closed_since(settings, schema, _last_announced(settings, schema.name), now)
     announced = []
     for window in due:
         if has_records(settings, schema.topic, window):

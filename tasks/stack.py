@@ -117,97 +117,53 @@ def _bin(name: str) -> str:
 # --- the services -----------------------------------------------------------------------------
 
 
+def _service(settings: Settings, name: str, command: list[str]) -> Service:
+    """A stack part: its pid and log under the stack's folder, the stack's environment."""
+    return Service(name, command, run_dir(settings), client_env(settings), PROJECT_ROOT)
+
+
+def _flags(options: dict[str, str]) -> list[str]:
+    return [part for option in options.items() for part in option]
+
+
 def mlflow_service(settings: Settings) -> Service:
     store = settings.mlflow_dir.resolve()
-    return Service(
-        name="mlflow",
-        command=[
-            _bin("mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(store / "artifacts"),
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(settings.mlflow_port),
-            "--workers",
-            "1",
-        ],
-        run_dir=run_dir(settings),
-        env=client_env(settings),
-        cwd=PROJECT_ROOT,
-    )
+    options = {
+        "--backend-store-uri": f"sqlite:///{store / 'mlflow.db'}",
+        "--artifacts-destination": str(store / "artifacts"),
+        "--workers": "1",
+        "--host": LOOPBACK,
+        "--port": str(settings.mlflow_port),
+    }
+    return _service(settings, "mlflow", [_bin("mlflow"), "server", *_flags(options)])
 
 
 def prefect_service(settings: Settings) -> Service:
-    return Service(
-        name="prefect",
-        command=[
-            _bin("prefect"),
-            "server",
-            "start",
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(settings.prefect_port),
-            "--analytics-off",
-        ],
-        run_dir=run_dir(settings),
-        env=client_env(settings),
-        cwd=PROJECT_ROOT,
-    )
+    options = {"--host": LOOPBACK, "--port": str(settings.prefect_port)}
+    command = [_bin("prefect"), "server", "start", "--analytics-off", *_flags(options)]
+    return _service(settings, "prefect", command)
 
 
 def worker_service(settings: Settings) -> Service:
-    return Service(
-        name="worker",
-        command=[
-            _bin("prefect"),
-            "worker",
-            "start",
-            "--pool",
-            work_pool_name(),
-            "--type",
-            "process",
-            "--name",
-            f"streamtrain-{os.uname().nodename}",
-            "--limit",
-            "2",
-        ],
-        run_dir=run_dir(settings),
-        env=client_env(settings),
-        cwd=PROJECT_ROOT,
-    )
+    options = {
+        "--pool": work_pool_name(),
+        "--type": "process",
+        "--name": f"streamtrain-{os.uname().nodename}",
+        "--limit": "2",
+    }
+    return _service(settings, "worker", [_bin("prefect"), "worker", "start", *_flags(options)])
 
 
 def simulator_service(settings: Settings) -> Service:
-    return Service(
-        name="simulator",
-        command=[
-            _bin("streamtrain"),
-            "simulate",
-            "--live",
-            "--hours",
-            "720",
-            "--scenario",
-            "sudden",
-        ],
-        run_dir=run_dir(settings),
-        env=client_env(settings),
-        cwd=PROJECT_ROOT,
+    return _service(
+        settings,
+        "simulator",
+        [_bin("streamtrain"), "simulate", "--live", "--hours", "720", "--scenario", "sudden"],
     )
 
 
 def window_clock_service(settings: Settings) -> Service:
-    return Service(
-        name="window-clock",
-        command=[_bin("streamtrain"), "window-clock"],
-        run_dir=run_dir(settings),
-        env=client_env(settings),
-        cwd=PROJECT_ROOT,
-    )
+    return _service(settings, "window-clock", [_bin("streamtrain"), "window-clock"])
 
 
 def _answers(url: str) -> bool:

@@ -502,10 +502,7 @@ def latest_timestamp(settings: Settings, topic: str) -> datetime | None:
     time, so this is how far the stream's time has got.
     """
     with window_reader(settings) as consumer:
-        found = consumer.partitions_for_topic(topic)
-        if not found:
-            return None
-        tps = [TopicPartition(topic, p) for p in sorted(found)]
+        tps = _partitions(consumer, topic)
         ends = consumer.end_offsets(tps)
         tails = {tp: end for tp, end in ends.items() if end > 0}
         if not tails:
@@ -519,13 +516,15 @@ def latest_timestamp(settings: Settings, topic: str) -> datetime | None:
     return from_ms(newest)
 
 
+def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The topic's partitions in order; none when it does not exist."""
+    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+
+
 def has_records(settings: Settings, topic: str, window: Window) -> bool:
     """Whether any record is stamped inside the window, from the broker's time index alone."""
     with window_reader(settings) as consumer:
-        found = consumer.partitions_for_topic(topic)
-        if not found:
-            return False
-        tps = [TopicPartition(topic, p) for p in sorted(found)]
+        tps = _partitions(consumer, topic)
         ends = consumer.end_offsets(tps)
         firsts = consumer.offsets_for_times({tp: window.start_ms for tp in tps})
         afters = consumer.offsets_for_times({tp: window.end_ms for tp in tps})
