@@ -126,7 +126,6 @@ def quiet_libraries() -> None:
     for name, level in {
         "mlflow": logging.WARNING,
         "mlflow.store.model_registry.abstract_store": logging.WARNING,
-        "great_expectations.data_context.types.base": logging.WARNING,
         "alembic": logging.WARNING,
         "kafka": logging.ERROR,
         "tensorflow": logging.ERROR,

@@ -281,7 +281,10 @@ def _checkpoint(schema: StreamSchema, *, detailed: bool = True) -> gx.Checkpoint
 def _ephemeral_context() -> AbstractDataContext:
     import great_expectations as gx
 
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its import resets it
+    # Its import resets these: the package to ERROR... and one module to INFO, which then
+    # announces the temporary folder of every ephemeral context.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     return gx.get_context(mode="ephemeral")
 
 
