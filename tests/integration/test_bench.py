@@ -1,0 +1,63 @@
+"""`make bench QUICK=1` runs and writes a well-formed report; no benchmark time is asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _figures(node: Any) -> list[dict[str, Any]]:
+    """Every {"value": ..., "unit": ...} figure anywhere in the report."""
+    if isinstance(node, dict):
+        if set(node) == {"value", "unit"}:
+            return [node]
+        return [f for child in node.values() for f in _figures(child)]
+    if isinstance(node, list):
+        return [f for child in node for f in _figures(child)]
+    return []
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_quick_bench_writes_a_report_with_every_section_and_units(tmp_path: Path) -> None:
+    from bench.report import SECTIONS
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMTRAIN_")}
+    readme_before = (ROOT / "README.md").read_text()
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--output", str(tmp_path), "--no-readme"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert report["mode"] == "quick"
+    assert set(SECTIONS) <= set(report["sections"])
+    for name in SECTIONS:
+        section = report["sections"][name]
+        assert section["title"], name
+        assert section["figures"], f"section {name} has no figures: {section.get('notes')}"
+    machine = report["machine"]
+    assert machine["cores"]["unit"] == "cores" and machine["cpu_model"]
+    assert "1min" in machine["load_average_at_start"]
+    assert report["settings"]["plan.mode"] == "quick"
+    figures = _figures(report)
+    assert figures and all(isinstance(f["unit"], str) for f in figures)
+    assert report["headline"] and all("unit" in h["figure"] for h in report["headline"])
+    text = (tmp_path / "latest.md").read_text()
+    for name in SECTIONS:
+        assert report["sections"][name]["title"] in text
+    assert (tmp_path / "quality.png").stat().st_size > 0
+    assert (ROOT / "README.md").read_text() == readme_before  # a quick run leaves README alone
