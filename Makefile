@@ -46,6 +46,16 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# `make bench QUICK=1` for the quick plan (GNU make has no --quick); BENCH_ARGS passes more.
+bench: setup $(VENV)/.river
+	$(PY) -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+# river 0.23.0 (section 5's online peer) declares pandas<3, which the pinned pandas 3.1.1
+# breaks on paper only: it is installed without its dependencies. Optional: the bench says
+# so when it is missing.
+$(VENV)/.river: $(VENV)/.installed
+	-$(PY) -m pip install --quiet --no-deps river==0.23.0 && touch $@
+
 up: setup
 	$(ST) kafka start
 
