@@ -92,6 +92,14 @@ def _cell(value: object) -> object:
     return None if isinstance(value, float) and value != value else value
 
 
+def stream_now(ctx: CycleContext, now: datetime) -> datetime:
+    """The stream's present: the wall clock, or the newest record's time if that is older."""
+    from tasks.stream import latest_timestamp
+
+    newest = latest_timestamp(ctx.settings, ctx.schema.topic)
+    return min(now, newest) if newest else now
+
+
 def configure_environment(settings: Settings) -> None:
     """Quiet, local defaults for the libraries, set before they are first imported.
 

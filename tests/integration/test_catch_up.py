@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.finetune import due_windows
+from flows.runtime import stream_now
 from flows.window_clock import announce_closed
 from tasks.cycle import CycleContext, finetune_window, retrain_until
 from tasks.schema import StreamSchema
@@ -43,6 +44,10 @@ def test_stream_time_and_empty_windows_come_from_the_broker(settings: Settings) 
     ]
     assert busy and len(busy) < 24  # daylight hours only
     assert latest_timestamp(settings, "no-such-topic-" + schema.topic) is None
+    # A nightly retrain without --until ends at the stream's present, not the wall clock's.
+    ctx = CycleContext(settings=settings, schema=schema)
+    assert stream_now(ctx, LATER) == newest
+    assert stream_now(ctx, START) == START
 
 
 def test_missed_hours_are_found_from_lineage_not_the_wall_clock(
