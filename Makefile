@@ -57,10 +57,10 @@ $(VENV)/.river: $(VENV)/.installed
 	-$(PY) -m pip install --quiet --no-deps river==0.23.0 && touch $@
 
 up: setup
-	$(ST) kafka start
+	$(ST) up
 
 down:
-	-$(ST) kafka stop
+	-$(ST) down
 
 clean: down
 	rm -rf .streamtrain
