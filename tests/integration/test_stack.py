@@ -122,7 +122,7 @@ def check_uis_in_a_browser(
     UI shows the deployments and a completed run."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None or importlib.util.find_spec("playwright") is None:
-        if os.environ.get("STREAMTRAIN_REQUIRE_BROWSER"):
+        if os.environ.get("REQUIRE_BROWSER_TEST"):
             raise AssertionError("the browser test needs chromium and playwright")
         pytest.skip("chromium or playwright is not installed (.ci/run installs them)")
     from playwright.sync_api import expect, sync_playwright
