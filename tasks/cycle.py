@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from tasks import faults, guards, registry
+from tasks import faults, guards, recovery, registry
 from tasks.drift import DriftReport, build_reference
 from tasks.evaluation import binary_metrics, metric_value, paired_bootstrap
 from tasks.gate import (
@@ -287,40 +287,31 @@ def register_and_decide(
     return version, run.run_id
 
 
-def _finish_interrupted(ctx: CycleContext, version: str, result: CycleResult) -> bool:
-    """Make the alias moves a run registered `version` for but died before making.
+def _recover(ctx: CycleContext) -> str | None:
+    """Finish the alias moves a crashed run left undone, before this cycle loads the champion.
 
-    The version's lineage holds the gate's decision; the alias history says which moves
-    happened. True when moves were missing (and are now made), so the rerun of a crashed hour
-    ends in the state an uninterrupted run would have left. `challenger` is only set back when
-    no later version exists, so a late rerun never takes it from a newer candidate.
+    Returns the version recovered, if any. A recovered retrain promotion resets the drift
+    detector, as the run that died would have.
     """
-    settings, name = ctx.settings, ctx.model_name
-    lineage = registry.version_lineage(settings, name, version)
-    if lineage is None or lineage.gate_decision is None:
-        return False
-    moved = {(m.alias, m.to_version) for m in registry.alias_history(settings, name)}
-    latest = max(int(v.version) for v in registry.list_versions(settings, name))
-    promote = lineage.gate_decision == "promoted"
-    wants_challenger = (registry.CHALLENGER, version) not in moved and int(version) == latest
-    wants_champion = promote and (registry.CHAMPION, version) not in moved
-    if not (wants_challenger or wants_champion):
-        return False
-    decision = GateDecision(promote=wants_champion, reasons=lineage.gate_reasons)
-    if wants_challenger:
-        ctx.stages.run("gate", _move_aliases, ctx, version, decision, lineage.trigger)
-    else:
-        registry.promote(
-            settings, name, version, trigger=lineage.trigger, reasons=list(lineage.gate_reasons)
-        )
-    if promote:
-        ctx.models.clear()
-    result.decision = "promoted" if promote else "kept"
+    found = recovery.finish_latest(ctx.settings, ctx.model_name)
+    if found is None:
+        return None
+    version, lineage = found
+    ctx.models.clear()
+    if lineage.training_kind == "retrain" and lineage.gate_decision == "promoted":
+        guards.reset_detector(ctx)
+    ctx.cache[f"recovered:{version}"] = lineage
+    return version
+
+
+def _report_recovered(ctx: CycleContext, version: str, result: CycleResult) -> None:
+    """The rerun of a crashed hour reports the decision its run made, now carried out."""
+    lineage = ctx.cache.pop(f"recovered:{version}")
+    result.decision = "promoted" if lineage.gate_decision == "promoted" else "kept"
     result.reasons = [
-        f"completed the alias moves of version {version}, registered by an interrupted run",
+        f"made the alias moves of version {version}, registered by an interrupted run",
         *lineage.gate_reasons,
     ]
-    return True
 
 
 def _move_aliases(ctx: CycleContext, version: str, decision: GateDecision, trigger: str) -> None:
@@ -406,6 +397,7 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
     if rows.empty:
         result.reasons = ["window has no rows"]
         return _finish(ctx, result)
+    recovered = ctx.stages.run("recover", _recover, ctx, retries=2)
     parent, champion = ctx.stages.run("load champion", champion_model, ctx, retries=2)
     result.champion_version = parent
     if champion is None:
@@ -417,7 +409,8 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
     existing = already_trained(ctx, parent, window, "finetune")
     if existing is not None:
         result.challenger_version = existing
-        if _finish_interrupted(ctx, existing, result):
+        if existing == recovered:
+            _report_recovered(ctx, existing, result)
             if result.decision == "kept":
                 _check_rollback(ctx, result)
             return _finish(ctx, result)
@@ -581,14 +574,14 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
     if validated.empty:
         result.reasons = [f"no rows in {span}"]
         return _finish(ctx, result)
+    recovered = ctx.stages.run("recover", _recover, ctx, retries=2)
     parent, champion = ctx.stages.run("load champion", champion_model, ctx, retries=2)
     result.champion_version = parent
     existing = already_trained(ctx, parent, span, "retrain")
     if existing is not None:
         result.challenger_version = existing
-        if _finish_interrupted(ctx, existing, result):
-            if result.decision == "promoted":
-                guards.reset_detector(ctx)
+        if existing == recovered:
+            _report_recovered(ctx, existing, result)
             return _finish(ctx, result)
         result.decision = "unchanged"
         result.reasons = [

@@ -445,6 +445,14 @@ def find_version(
     return str(max(int(v.version) for v in found)) if found else None
 
 
+def latest_version(settings: Settings, name: str) -> str | None:
+    """The newest registered version of a model (None when it has none)."""
+    found = connect(settings).search_model_versions(
+        f"name = '{name}'", max_results=1, order_by=["version_number DESC"]
+    )
+    return str(found[0].version) if found else None
+
+
 def list_versions(settings: Settings, name: str) -> list[VersionInfo]:
     """All versions of a model, oldest first, with lineage and the aliases they hold."""
     client = connect(settings)

@@ -1,6 +1,7 @@
-"""A `streamtrain finetune` killed (SIGKILL) at each stage, then the hour rerun: the registry
-ends as after one uninterrupted run, with no duplicate promotion and no alias on a half-written
-version. The kill comes from the fault-injection hook (`STREAMTRAIN_FAULT_KILL_AT`)."""
+"""A `streamtrain finetune` killed (SIGKILL) at each stage, then the hour rerun (or, after a kill
+between registration and the alias moves, the next hour run): the registry ends as after
+uninterrupted runs, with no duplicate promotion and no alias on a half-written version. The
+kill comes from the fault-injection hook (`STREAMTRAIN_FAULT_KILL_AT`)."""
 
 from __future__ import annotations
 
@@ -108,6 +109,12 @@ def test_a_finetune_killed_at_any_stage_reruns_to_the_uninterrupted_state(
     expected = finetune_window(CycleContext(settings=twin, schema=schema), window)
     assert expected.decision in {"promoted", "kept"}, expected.reasons
     want = registry_state(twin, schema)
+    # The next hour after an uninterrupted one: what the hourly catch-up must also reach.
+    following = Window(window.end, window.end + timedelta(hours=1))
+    twin_next = store(s, tmp_path, "twin-next")
+    copy_store(twin, twin_next)
+    finetune_window(CycleContext(settings=twin_next, schema=schema), following)
+    want_next = registry_state(twin_next, schema)
 
     crashed = {stage: store(s, tmp_path, stage) for stage in STAGES}
     processes = {}
@@ -148,6 +155,11 @@ def test_a_finetune_killed_at_any_stage_reruns_to_the_uninterrupted_state(
         if stage == "after_register":  # registered, gate decided, aliases not yet moved
             assert [v[0] for v in left["versions"]] == ["1", "2"]
             assert left["aliases"]["challenger"] is None
+            # The catch-up goes on with the next hour: it first makes the moves left undone.
+            caught_up = store(s, tmp_path, "caught-up")
+            copy_store(target, caught_up)
+            finetune_window(CycleContext(settings=caught_up, schema=schema), following)
+            assert registry_state(caught_up, schema) == want_next
         else:
             assert [v[0] for v in left["versions"]] == ["1"], stage
 
