@@ -732,6 +732,7 @@ def _file_lock(path: Path, timeout_s: float, what: str) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + timeout_s
+        waited = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -743,6 +744,11 @@ def _file_lock(path: Path, timeout_s: float, what: str) -> Iterator[None]:
                     raise LockTimeout(
                         f"{what} {path.name} is held by {holder}; gave up after {timeout_s:g} s"
                     ) from None
+                if not waited:  # say once why nothing seems to happen
+                    logging.getLogger("streamtrain.registry").warning(
+                        "%s %s is held by %s; waiting up to %g s", what, path.name, holder, left
+                    )
+                    waited = True
                 time.sleep(min(_LOCK_POLL_S, left))
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {iso_utc(datetime.now(UTC))}".encode(), 0)

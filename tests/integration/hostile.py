@@ -108,6 +108,7 @@ def hostile_value(draw: st.DrawFn) -> bytes | None:
                 "missing",
                 "extra",
                 "wrong type",
+                "out of range",
                 "hostile number",
                 "huge string",
                 "hostile time",
@@ -118,7 +119,7 @@ def hostile_value(draw: st.DrawFn) -> bytes | None:
     if kind == "not json":
         return draw(st.binary(max_size=64) | st.text(max_size=64).map(str.encode))
     if kind == "wrong shape":
-        shape = draw(JSON_VALUES.filter(lambda v: not isinstance(v, dict)))
+        shape = draw(JSON_SCALARS | st.lists(JSON_VALUES, max_size=4))
         return json.dumps(shape).encode()
     if kind == "empty":
         return None
@@ -134,6 +135,20 @@ def hostile_value(draw: st.DrawFn) -> bytes | None:
         record = {**extra, **record} if draw(st.booleans()) else {**record, **extra}
     elif kind == "wrong type":
         record[draw(st.sampled_from(FIELDS))] = draw(JSON_VALUES)
+    elif kind == "out of range":  # well-typed, so only validation can catch it
+        name, value = draw(
+            st.sampled_from(
+                [
+                    ("avg_rating", st.floats(5.01, 1e6)),
+                    ("avg_distance_km", st.floats(-1e6, -0.01)),
+                    ("hour", st.integers(24, 10**6)),
+                    ("day_of_week", st.integers(8, 100)),
+                    ("store_type", st.text(max_size=10)),
+                    ("store_id", st.integers(-(2**63), 0)),
+                ]
+            )
+        )
+        record[name] = draw(value)
     elif kind == "hostile number":
         name = draw(st.sampled_from(FIELDS[1:4] + FIELDS[6:]))
         record[name] = draw(HOSTILE_NUMBERS)
@@ -179,4 +194,18 @@ def drone_window(stores: int = 60, hour: datetime = BASE) -> list[Raw]:
             "busy": int(store % 5 == 0),
         }
         out.append(Raw(str(store).encode(), json.dumps(value).encode(), to_ms(when)))
+    return out
+
+
+def out_of_range_rows(count: int = 20) -> list[Raw]:
+    """Well-typed records whose rating is impossible: enough to make validation reject a window."""
+    rows = drone_window(count)
+    out = []
+    for raw in rows:
+        value = json.loads(raw.value)
+        value["store_id"] += 1000
+        value["avg_rating"] = 9.5
+        out.append(
+            Raw(str(value["store_id"]).encode(), json.dumps(value).encode(), raw.timestamp_ms)
+        )
     return out
