@@ -739,8 +739,8 @@ def _file_lock(path: Path, timeout_s: float, what: str) -> Iterator[None]:
                 break
             except BlockingIOError:
                 left = deadline - time.monotonic()
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
                 if left <= 0:
-                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
                     raise LockTimeout(
                         f"{what} {path.name} is held by {holder}; gave up after {timeout_s:g} s"
                     ) from None
