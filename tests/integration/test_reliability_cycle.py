@@ -105,7 +105,7 @@ def assert_champion_moved_only_through_the_gate(s: Settings, name: str) -> None:
         assert lineage is not None and lineage.gate_decision == "promoted", move
 
 
-@settings(max_examples=8)
+@settings(max_examples=6)
 @given(records=hostile_batch(max_size=30))
 @example(records=out_of_range_rows(20))  # a quarter of the rows impossible: window rejected
 @example(records=out_of_range_rows(2))  # a few impossible rows: quarantined, the rest used
@@ -209,6 +209,7 @@ def test_two_finetunes_at_once_one_waits_and_the_registry_stays_consistent(
         **cli_env,
         "STREAMTRAIN_SCHEMA": str(schema_file(tmp_path, schema.topic)),
         "STREAMTRAIN_BOOTSTRAP_SAMPLES": "200",
+        "PREFECT_HOME": str(s.home / "prefect"),  # its database (artifacts, logs) is scanned
         # A secret in the environment, as in production: it must show up nowhere below.
         "STREAMTRAIN_KAFKA_SASL_USERNAME": "streamtrain",
         "STREAMTRAIN_KAFKA_SASL_PASSWORD": SECRET,
@@ -248,4 +249,6 @@ def test_two_finetunes_at_once_one_waits_and_the_registry_stays_consistent(
     assert len(moves) == len(set(moves)), moves  # no move recorded twice
     assert moves.count((registry.CHALLENGER, None, new)) == 1
     assert_champion_moved_only_through_the_gate(s, schema.name)
+    prefect_files = [p.read_bytes() for p in (s.home / "prefect").rglob("*") if p.is_file()]
+    assert any(b"| rows used |" in data for data in prefect_files)  # the artifacts are in there
     assert_no_file_holds(SECRET, s.mlflow_dir, s.home)

@@ -249,3 +249,16 @@ def test_installed_command_refuses_bad_input_without_a_traceback(tmp_path: Path)
         assert done.returncode == 2, done.stderr
         assert done.stdout == ""
         assert_one_line(done.stderr, needle)
+
+
+def test_a_held_training_lock_is_reported_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from flows.cli import expected_errors
+    from tasks.registry import LockTimeout
+
+    message = "training lock m.train.lock is held by pid 42 since 2026-01-05T10:00Z; gave up"
+    with pytest.raises(typer.Exit) as caught, expected_errors():
+        raise LockTimeout(message)
+    assert caught.value.exit_code == 1
+    assert_one_line(capsys.readouterr().err, message)
