@@ -7,6 +7,7 @@ so that `streamtrain --help` and `streamtrain kafka status` answer at once.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from collections.abc import Callable, Iterator
@@ -62,25 +63,65 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-@contextmanager
-def expected_errors() -> Iterator[None]:
-    """Turn the errors people can act on into one clear line, not a traceback."""
+def explain(exc: BaseException) -> str | None:
+    """The one line for an error people can act on (not a bug), or None."""
     from tasks.broker import BrokerError
-    from tasks.registry import LockTimeout
+    from tasks.registry import LockTimeout, describe_outage
     from tasks.stream import StreamError
 
+    if isinstance(exc, BrokerError | StreamError | SchemaError | LockTimeout):
+        return str(exc)
+    return describe_outage(get_settings(), exc)
+
+
+@contextmanager
+def expected_errors(runs_flow: bool = False) -> Iterator[None]:
+    """Turn the errors people can act on into one clear line, not a traceback."""
+    if runs_flow:
+        _quiet_expected_tracebacks()
     try:
         yield
-    except (BrokerError, StreamError, SchemaError, LockTimeout) as exc:
-        fail(str(exc))
-    except ValueError as exc:
-        fail(str(exc), code=2)
     except Exception as exc:
-        from tasks.registry import describe_outage
-
-        if (outage := describe_outage(get_settings(), exc)) is not None:
-            fail(outage)
+        if (message := explain(exc)) is not None:
+            fail(message)
+        if isinstance(exc, ValueError):
+            fail(str(exc), code=2)
         raise
+
+
+class _WithoutExpectedTracebacks(logging.Formatter):
+    """Prefect's console format, minus the traceback of an error the CLI explains in one line.
+
+    Prefect's run log (API handler) keeps the traceback; only the terminal is spared it.
+    """
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or explain(exc) is None:
+            return self.inner.format(record)
+        saved = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text = saved
+
+
+def _quiet_expected_tracebacks() -> None:
+    """Set up Prefect's logging now (later set-ups are incremental) and wrap its console format."""
+    from prefect.logging.configuration import setup_logging
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    setup_logging()
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not isinstance(
+            handler.formatter, _WithoutExpectedTracebacks
+        ):
+            handler.setFormatter(_WithoutExpectedTracebacks(handler.formatter))
 
 
 def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
@@ -337,7 +378,7 @@ def retrain(
     configure_environment(_ctx(ctx).settings)
     from flows.retrain import retrain as retrain_flow
 
-    with expected_errors():
+    with expected_errors(runs_flow=True):
         result = retrain_flow(until=until)
     emit(result, as_json, lambda: _print_cycle(result))
 
@@ -357,7 +398,7 @@ def finetune(
     configure_environment(_ctx(ctx).settings)
     from flows.finetune import finetune as finetune_flow
 
-    with expected_errors():
+    with expected_errors(runs_flow=True):
         results = finetune_flow(hour=hour)
     if hour is not None:
         emit(results[0], as_json, lambda: _print_cycle(results[0]))
