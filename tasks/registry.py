@@ -882,9 +882,11 @@ def last_finetuned_window(settings: Settings, name: str) -> tuple[datetime, date
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         return None
+    # Only finished runs: one that died (or lost MLflow) while logging stays RUNNING, and its
+    # hour must be run again rather than count as done.
     runs = client.search_runs(
         [experiment.experiment_id],
-        "tags.`streamtrain.kind` = 'finetune'",
+        "tags.`streamtrain.kind` = 'finetune' and attributes.status = 'FINISHED'",
         max_results=1,
         order_by=["tags.`streamtrain.window_start` DESC"],
     )

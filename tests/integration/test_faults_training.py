@@ -170,3 +170,20 @@ def test_a_finetune_killed_at_any_stage_reruns_to_the_uninterrupted_state(
         again = finetune_window(CycleContext(settings=target, schema=schema), window)
         assert again.decision == "unchanged", (stage, again.reasons)
         assert registry_state(target, schema) == want, stage
+
+
+def test_a_run_that_died_while_logging_does_not_count_as_done(
+    settings: Settings, tmp_path: Path
+) -> None:
+    schema = load_schema(schema_file(tmp_path, "unused"))
+    client = registry.connect(settings)
+    experiment = registry.ensure_experiment(settings, schema.name)
+    tags = {"streamtrain.kind": "finetune", "streamtrain.window_end": "2026-01-13T11:00Z"}
+    done = client.create_run(
+        experiment, tags={**tags, "streamtrain.window_start": "2026-01-13T09:00Z"}
+    )
+    client.set_terminated(done.info.run_id)
+    # A later hour whose process died after its MLflow run began: the run stays RUNNING.
+    client.create_run(experiment, tags={**tags, "streamtrain.window_start": "2026-01-13T10:00Z"})
+    last = registry.last_finetuned_window(settings, schema.name)
+    assert last is not None and last[0] == datetime(2026, 1, 13, 9, tzinfo=UTC)
