@@ -7,11 +7,10 @@ fine-tuned, up to the newest window the stream's time has closed, oldest first. 
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from flows.runtime import cycle_context, publish_cycle, request_retrain, training_slot
 from tasks.cycle import CycleContext, CycleResult, finetune_window
@@ -20,8 +19,6 @@ from tasks.schema import StreamSchema
 from tasks.settings import Settings
 from tasks.stream import latest_timestamp
 from tasks.windowing import Window, last_closed, parse_instant, windows_to_catch_up
-
-log = logging.getLogger("streamtrain.flows")
 
 
 def closed_hour(now: datetime, lateness_s: int, length: timedelta) -> datetime:
@@ -43,13 +40,11 @@ def closed_since(
     return windows_to_catch_up(last_done, closed, settings.catch_up_max_windows)
 
 
-def due_windows(ctx: CycleContext, now: datetime) -> list[Window]:
-    """The closed windows not yet fine-tuned, from lineage and the stream's own time."""
+def due_windows(ctx: CycleContext, now: datetime) -> tuple[list[Window], int]:
+    """The closed windows not yet fine-tuned (from lineage and the stream's own time), with
+    how many more wait for the next run."""
     done = last_finetuned_window(ctx.settings, ctx.model_name)
-    due, left = closed_since(ctx.settings, ctx.schema, Window(*done) if done else None, now)
-    if left:
-        log.warning("%d more closed windows wait for the next run (catching up in order)", left)
-    return due
+    return closed_since(ctx.settings, ctx.schema, Window(*done) if done else None, now)
 
 
 @flow(name="finetune")
@@ -63,9 +58,12 @@ def finetune(hour: str | None = None, trigger: str = "schedule") -> list[dict[st
     """
     from flows.backfill import run_backfill
 
+    log = get_run_logger()
     ctx = cycle_context(as_tasks=True)
     if hour is None:
-        windows = due_windows(ctx, datetime.now(UTC))
+        windows, left = due_windows(ctx, datetime.now(UTC))
+        if left:
+            log.warning("%d more closed windows wait for the next run (in order)", left)
     else:
         windows = [Window.containing(parse_instant(hour), ctx.schema.window)]
     if not windows:

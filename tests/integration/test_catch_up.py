@@ -60,7 +60,8 @@ def test_missed_hours_are_found_from_lineage_not_the_wall_clock(
     done = Window(START + timedelta(days=8, hours=10), START + timedelta(days=8, hours=11))
     finetune_window(ctx, done)
 
-    due = due_windows(ctx, LATER)
+    due, left = due_windows(ctx, LATER)
+    assert left == 0
     newest = latest_timestamp(s, schema.topic)
     assert newest is not None
     # From the hour after the last one fine-tuned, in order, up to the last window the
@@ -72,8 +73,9 @@ def test_missed_hours_are_found_from_lineage_not_the_wall_clock(
 
     # A wall clock before the stream's end bounds it instead; at most the configured number.
     capped = s.model_copy(update={"catch_up_max_windows": 3})
-    assert due_windows(CycleContext(settings=capped, schema=schema), LATER) == due[:3]
-    assert due_windows(ctx, done.end + timedelta(minutes=5)) == []
+    capped_ctx = CycleContext(settings=capped, schema=schema)
+    assert due_windows(capped_ctx, LATER) == (due[:3], len(due) - 3)
+    assert due_windows(ctx, done.end + timedelta(minutes=5)) == ([], 0)
 
 
 def test_the_window_clock_announces_each_closed_window_with_records_once(
