@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError as PydanticSettingsError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -154,6 +155,8 @@ def main(
         settings = get_settings(schema_path=schema)
     except ValidationError as exc:
         fail(describe_settings_error(exc), code=2)
+    except PydanticSettingsError as exc:  # a list or tuple variable that is not JSON
+        fail(f"invalid settings: {exc}; lists are written as JSON, e.g. [32, 16]", code=2)
     ctx.obj = Context(settings=settings)
 
 

@@ -225,6 +225,12 @@ def test_cli_refuses_a_bad_setting_in_one_line() -> None:
     assert_one_line(output, "invalid settings: STREAMTRAIN_KAFKA_PORT")
 
 
+def test_cli_refuses_a_setting_that_is_not_json_in_one_line() -> None:
+    code, output = invoke("kafka", "status", env={"STREAMTRAIN_HIDDEN_UNITS": "32 and 16"})
+    assert code == 2
+    assert_one_line(output, 'invalid settings: error parsing value for field "hidden_units"')
+
+
 def test_cli_refuses_lateness_longer_than_the_window() -> None:
     env = {"STREAMTRAIN_ALLOWED_LATENESS_S": "7200"}
     code, output = invoke("finetune", "--hour", "2026-01-05T10:00Z", env=env)
