@@ -594,7 +594,7 @@ class _AliasSession:
 @contextlib.contextmanager
 def _alias_session(settings: Settings, name: str) -> Iterator[_AliasSession]:
     # Alias moves read, then write: the lock keeps two movers on this machine from interleaving.
-    with _file_lock(settings.home / "locks" / f"{name}.aliases.lock", 30.0, "alias lock"):
+    with _file_lock(_lock_dir(settings) / f"{name}.aliases.lock", 30.0, "alias lock"):
         yield _AliasSession(connect(settings), name)
 
 
@@ -719,11 +719,22 @@ def _decode_move(seq: int, text: str) -> AliasMove:
 def training_lock(settings: Settings, name: str, timeout_s: float) -> Iterator[None]:
     """Hold the model's training lock, waiting up to `timeout_s`; raise LockTimeout otherwise.
 
-    An flock under `settings.home/locks` only excludes runs on this machine; across machines
-    the Prefect concurrency limit on the training deployments provides exclusivity.
+    An flock only excludes runs on this machine (see `_lock_dir` for where it lives); across
+    machines the Prefect concurrency limit on the training deployments provides exclusivity.
     """
-    with _file_lock(settings.home / "locks" / f"{name}.train.lock", timeout_s, "training lock"):
+    with _file_lock(_lock_dir(settings) / f"{name}.train.lock", timeout_s, "training lock"):
         yield
+
+
+def _lock_dir(settings: Settings) -> Path:
+    """Locks live beside what they protect: a local SQLite store's folder, else the home.
+
+    So two runs that share a store exclude each other even with different STREAMTRAIN_HOMEs.
+    """
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).resolve().parent / "locks"
+    return settings.home / "locks"
 
 
 @contextlib.contextmanager
@@ -962,7 +973,7 @@ def serving_run(settings: Settings, schema: StreamSchema, version: str) -> str:
     """
     client = connect(settings)
     experiment_id = ensure_experiment(settings, schema.name)
-    lock = settings.home / "locks" / f"{schema.name}.serving.lock"
+    lock = _lock_dir(settings) / f"{schema.name}.serving.lock"
     with _file_lock(lock, timeout_s=60, what="serving-run lock"):
         found = _serving_runs(client, experiment_id, version)
         if found:

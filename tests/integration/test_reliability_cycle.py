@@ -252,3 +252,16 @@ def test_two_finetunes_at_once_one_waits_and_the_registry_stays_consistent(
     prefect_files = [p.read_bytes() for p in (s.home / "prefect").rglob("*") if p.is_file()]
     assert any(b"| rows used |" in data for data in prefect_files)  # the artifacts are in there
     assert_no_file_holds(SECRET, s.mlflow_dir, s.home)
+
+
+def test_runs_sharing_a_store_exclude_each_other_whatever_their_home(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    mine = Settings(home=tmp_path / "one", mlflow_dir=store)
+    theirs = Settings(home=tmp_path / "two", mlflow_dir=store)
+    elsewhere = Settings(home=tmp_path / "one", mlflow_dir=tmp_path / "other-store")
+    with registry.training_lock(mine, "m", timeout_s=1):
+        held = pytest.raises(registry.LockTimeout, match=r"m\.train\.lock is held by pid \d+")
+        with held, registry.training_lock(theirs, "m", timeout_s=0.2):
+            pass
+        with registry.training_lock(elsewhere, "m", timeout_s=0.2):
+            pass  # another store: another lock
