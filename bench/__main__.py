@@ -30,7 +30,14 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="refresh README's Performance section (default: for a full run into bench/results)",
     )
+    parser.add_argument(
+        "--readme-only",
+        action="store_true",
+        help="only re-render README's Performance section from bench/results/latest.json",
+    )
     args = parser.parse_args(argv)
+    if args.readme_only:
+        return _readme_only()
     # SIGTERM exits through `finally`, so the benchmark's broker is stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     for name, value in {
@@ -52,6 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench" + (" --quick" if args.quick else "")
     result = run(plan, output.resolve(), command, readme)
     print(f"report: {output / 'latest.md'} ({result['duration']['value']} min)")
+    return 0
+
+
+def _readme_only() -> int:
+    import json
+
+    from bench.report import readme_section, update_readme
+    from bench.run import RESULTS
+    from tasks.settings import PROJECT_ROOT
+
+    report = json.loads((RESULTS / "latest.json").read_text())
+    path = str((RESULTS / "latest.md").relative_to(PROJECT_ROOT))
+    update_readme(PROJECT_ROOT / "README.md", readme_section(report, path))
     return 0
 
 

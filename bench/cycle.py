@@ -237,7 +237,9 @@ def _summary(
     ]
     if len(cold_runs) > len(ok_cold):
         notes.append(f"{len(cold_runs) - len(ok_cold)} cold runs failed: {cold_runs[-1]['error']}")
-    if len(cold_total) < 20:
+    if not cold_runs:
+        notes.append("No cold cycles in this plan (the quick plan skips them).")
+    elif len(cold_total) < 20:
         notes.append(
             f"The issue asks for at least 20 windows; the cold figures use {len(cold_total)} "
             "because each cold process costs tens of seconds of start-up on this machine and "

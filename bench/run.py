@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,13 +33,15 @@ class Plan:
     mode: str
     topic_days: int = TRAIN_DAYS + 8 + 1
     warm: int = 20
-    cold: int = 4
+    cold: int = 3
     replay_hours: tuple[int, int] = (4 * 24, 8 * 24)
     read_days: int = 7
     scoring_backlog: int = 20_000
     scoring_rate: float = 1000.0
     scoring_seconds: float = 10.0
-    quality: dict[str, Any] = field(default_factory=lambda: {"days": 28, "drift_day": 14})
+    quality: dict[str, Any] = field(
+        default_factory=lambda: {"days": 28, "drift_day": 14, "peers": ["e1"]}
+    )
     scale_train_days: int = 2
     scale_replay_hours: int = 24
     read_repeats: int = 3
@@ -51,7 +54,7 @@ class Plan:
             mode="quick",
             topic_days=10,
             warm=3,
-            cold=1,
+            cold=0,
             replay_hours=(12, 24),
             read_days=1,
             scoring_backlog=3000,
@@ -59,7 +62,7 @@ class Plan:
             scoring_seconds=4.0,
             quality={"days": 3, "drift_day": 9, "scenarios": ["none", "sudden"], "peers": ["e1"]},
             scale_train_days=2,
-            scale_replay_hours=12,
+            scale_replay_hours=0,
             read_repeats=1,
         )
 
@@ -77,8 +80,8 @@ def run(plan: Plan, output: Path, command: str, readme: bool) -> dict[str, Any]:
 
     began = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
-    scratch = PROJECT_ROOT / "bench" / "scratch" / plan.mode
-    shutil.rmtree(scratch, ignore_errors=True)
+    # One scratch folder per run, so two runs (a test and `make bench`) never share one.
+    scratch = PROJECT_ROOT / "bench" / "scratch" / f"{plan.mode}-{os.getpid()}"
     machine = report.machine()
     world = World.start(scratch)
     configure_environment(world.settings("main"))
@@ -97,6 +100,7 @@ def run(plan: Plan, output: Path, command: str, readme: bool) -> dict[str, Any]:
         sections["quality"] = done.answer or _failed("5. Model quality under drift", done)
     finally:
         world.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
     duration = time.perf_counter() - began
     result: dict[str, Any] = {
         "mode": plan.mode,
