@@ -449,11 +449,28 @@ class _Loop:
         self.settings, self.schema, self.consumer, self.out = settings, schema, consumer, out
         self.output_topic, self.tally, self.champion = output_topic, tally, champion
         self.done: dict[tuple[str, int], int] = {}  # acknowledged offsets, to commit on exit
+        self.uncommitted: dict[tuple[str, int], int] = {}  # acknowledged, not yet sent to commit
+        self.inflight: Any = None  # the pending asynchronous commit, if any
 
     def finish(self) -> None:
         """Commit, and wait for, the offsets of partitions still owned."""
         owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
         _commit(self.consumer, {tp: o for tp, o in self.done.items() if tp in owned}, wait=True)
+
+    def commit_between_batches(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Keep one asynchronous commit in flight; the next one carries what piled up.
+
+        A commit per batch at hundreds of batches a second fills the coordinator's in-flight
+        requests and the client refuses the rest (NodeNotReadyError); offsets are cumulative,
+        so waiting for the previous commit loses nothing.
+        """
+        self.uncommitted.update(offsets)
+        if self.inflight is not None and not self.inflight.is_done:
+            return
+        owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        request = {tp: o for tp, o in self.uncommitted.items() if tp in owned}
+        self.uncommitted.clear()
+        self.inflight = _commit(self.consumer, request)
 
     def run(
         self,
@@ -515,7 +532,7 @@ class _Loop:
             source_schema = self.schema.model_copy(update={"topic": records[0].topic})
             self.tally.dead_lettered += dead_letter(self.settings, source_schema, batch.set_aside)
         offsets = commit_offsets(records)
-        _commit(self.consumer, offsets)
+        self.commit_between_batches(offsets)
         self.done.update(offsets)
         self.tally.records_in += len(records)
         self.tally.predictions_out += len(futures)
@@ -525,25 +542,26 @@ class _Loop:
 
 def _commit(
     consumer: KafkaConsumer, offsets: dict[tuple[str, int], int], *, wait: bool = False
-) -> None:
+) -> Any:
     """Commit offsets whose predictions are acknowledged.
 
     Asynchronous between batches (a sync commit would add a round trip to every batch's
     latency); a lost commit only means a re-score. The last commit on shutdown waits.
+    Returns the asynchronous commit's future (None when nothing was sent or it waited).
     """
     from kafka import OffsetAndMetadata, TopicPartition
     from kafka.errors import KafkaError
 
     request = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
     if not request:
-        return
+        return None
     if not wait:
-        consumer.commit_async(request, callback=_commit_failed)
-        return
+        return consumer.commit_async(request, callback=_commit_failed)
     try:
         consumer.commit(request)
     except KafkaError as exc:  # also on the way out after an error: log, do not mask it
         _commit_failed(request, exc)
+    return None
 
 
 def _commit_failed(offsets: Any, response: Any) -> None:

@@ -137,6 +137,45 @@ def test_commit_offsets_are_one_past_the_last_record_per_partition() -> None:
     assert commit_offsets([]) == {}
 
 
+class CommitRecorder:
+    """A consumer that records commit requests and leaves each one pending until told."""
+
+    def __init__(self, owned: set[tuple[str, int]]) -> None:
+        from kafka import TopicPartition
+
+        self.owned = {TopicPartition(t, p) for t, p in owned}
+        self.requests: list[dict[tuple[str, int], int]] = []
+        self.futures: list[Any] = []
+
+    def assignment(self) -> set[Any]:
+        return self.owned
+
+    def commit_async(self, offsets: dict[Any, Any], callback: Any = None) -> Any:
+        from kafka.future import Future
+
+        self.requests.append({(tp.topic, tp.partition): m.offset for tp, m in offsets.items()})
+        self.futures.append(Future())
+        return self.futures[-1]
+
+
+def test_one_async_commit_in_flight_and_the_next_carries_what_piled_up() -> None:
+    from tasks.scoring import _Loop
+
+    consumer = CommitRecorder({("features", 0), ("features", 1)})
+    loop = _Loop.__new__(_Loop)
+    loop.consumer, loop.uncommitted, loop.inflight = consumer, {}, None  # type: ignore[assignment]
+    loop.commit_between_batches({("features", 0): 10})
+    loop.commit_between_batches({("features", 0): 20, ("features", 1): 5})  # first in flight
+    loop.commit_between_batches({("features", 1): 9, ("features", 7): 3})  # 7 is not owned
+    assert consumer.requests == [{("features", 0): 10}]
+    consumer.futures[0].failure(Exception("NodeNotReadyError"))  # done, even if it failed
+    loop.commit_between_batches({("features", 0): 30})
+    assert consumer.requests[1] == {("features", 0): 30, ("features", 1): 9}
+    consumer.futures[1].success(None)
+    loop.commit_between_batches({})
+    assert len(consumer.requests) == 2  # nothing new to commit, nothing sent
+
+
 def test_default_group_is_per_model() -> None:
     assert default_group_id("drone-busy") == "streamtrain-scorer-drone-busy"
 
