@@ -137,7 +137,7 @@ def check_uis_in_a_browser(
             )
             expect(page.get_by_text("@ champion", exact=True)).to_be_visible()
             # The alias chip sits in the champion version's row: after its name, before the next.
-            text = page.inner_text("body")
+            text = page.inner_text("body").replace("\xa0", " ")  # the chip may use a nbsp
             row = text[text.index(f"Version {champion}") :]
             assert "@ champion" in row.split("\nVersion ")[0], row[:2000]
             page.goto(f"{prefect_ui}/deployments")
