@@ -57,21 +57,9 @@ def quick_training(settings: Settings, **changes: object) -> Settings:
     )
 
 
-def dead_letters(settings: Settings, schema: StreamSchema) -> list[dict[str, object]]:
+def dead_letters(settings: Settings, schema: StreamSchema) -> list[dict[str, Any]]:
     """Everything on the schema's dead-letter topic, decoded."""
-    tp = TopicPartition(schema.dead_letter_topic(), 0)
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
-    try:
-        consumer.assign([tp])
-        consumer.seek_to_beginning(tp)
-        end = consumer.end_offsets([tp])[tp]
-        out: list[dict[str, object]] = []
-        while consumer.position(tp) < end:
-            for batch in consumer.poll(timeout_ms=2000).values():
-                out.extend(json.loads(r.value) for r in batch)
-        return out
-    finally:
-        consumer.close()
+    return read_json(settings, schema.dead_letter_topic())
 
 
 def read_topic(settings: Settings, topic: str, timeout_s: float = 60) -> list[Any]:
@@ -93,6 +81,11 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 60) -> list[An
         return out
     finally:
         consumer.close()
+
+
+def read_json(settings: Settings, topic: str, timeout_s: float = 60) -> list[dict[str, Any]]:
+    """Every record the topic holds now, each value decoded from JSON."""
+    return [json.loads(r.value) for r in read_topic(settings, topic, timeout_s)]
 
 
 def register_by_hand(

@@ -7,20 +7,17 @@ rejected); everything set aside carries its reason, and the dead letters match.
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
-from kafka import KafkaConsumer, TopicPartition
 
 from tasks.schema import StreamSchema
 from tasks.settings import Settings
 from tasks.stream import ensure_topic, produce, read_window, window_reader
 from tasks.validation import REASONS, validate_window
 from tasks.windowing import Window
-from tests.integration.helpers import Raw, fresh_schema
+from tests.integration.helpers import Raw, fresh_schema, read_json
 from tests.integration.hostile import BASE, hostile_batch
 
 pytestmark = pytest.mark.integration
@@ -39,22 +36,6 @@ def broker(kafka_broker: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
             "kafka_bootstrap_servers": kafka_broker.bootstrap_servers,
         }
     )
-
-
-def all_dead_letters(settings: Settings, topic: str) -> list[dict[str, Any]]:
-    tp = TopicPartition(topic, 0)
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
-    try:
-        consumer.assign([tp])
-        consumer.seek_to_beginning(tp)
-        end = consumer.end_offsets([tp])[tp]
-        out: list[dict[str, Any]] = []
-        while consumer.position(tp) < end:
-            for batch in consumer.poll(timeout_ms=2000).values():
-                out.extend(json.loads(r.value) for r in batch)
-        return out
-    finally:
-        consumer.close()
 
 
 def produce_batch(settings: Settings, records: list[Raw]) -> StreamSchema:
@@ -78,7 +59,7 @@ def test_every_hostile_record_is_used_set_aside_or_late_exactly_once(
     assert len(m.set_aside) == m.duplicates + m.malformed + m.late
     kinds = {"duplicate", "malformed", "late"}
     assert all(item.reason and item.kind in kinds for item in m.set_aside)
-    letters = all_dead_letters(broker, schema.dead_letter_topic())
+    letters = read_json(broker, schema.dead_letter_topic())
     assert m.dead_lettered == len(letters) == m.malformed + m.late
     assert all(letter["reason"] and letter["kind"] in {"malformed", "late"} for letter in letters)
     sources = {(d["source"]["partition"], d["source"]["offset"]) for d in letters}

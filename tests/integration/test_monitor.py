@@ -3,17 +3,13 @@ is computed from the predictions the scorer actually wrote and logged on its ser
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from tasks import registry
 from tasks.monitor import epoch_hour, monitor_window
@@ -23,7 +19,7 @@ from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
 from tasks.stream import ensure_topic, produce
 from tasks.windowing import Window
-from tests.integration.helpers import register_by_hand
+from tests.integration.helpers import read_json, register_by_hand
 
 pytestmark = pytest.mark.integration
 
@@ -56,26 +52,6 @@ def serve_a_trained_model(settings: Settings) -> str:
     version, _ = register_by_hand(settings, SCHEMA, model, name="monitor test", window_start=START)
     registry.promote(settings, SCHEMA.name, version, trigger="test", reasons=["test"])
     return version
-
-
-def read_all(settings: Settings, topic: str) -> list[dict[str, Any]]:
-    consumer = KafkaConsumer(
-        **settings.kafka_client_config(), group_id=None, enable_auto_commit=False
-    )
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        out: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 30
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            assert time.monotonic() < deadline, f"reading {topic} stalled"
-            for tp, batch in consumer.poll(timeout_ms=200).items():
-                out.extend(json.loads(r.value) for r in batch if r.offset < ends[tp])
-        return out
-    finally:
-        consumer.close()
 
 
 def in_window(value: bytes) -> bool:
@@ -117,7 +93,7 @@ def test_live_accuracy_of_the_serving_version_is_what_its_predictions_scored(
     }
     served = {
         (str(p["key"]), p["event_time"]): p["predicted"]
-        for p in read_all(settings, sink)
+        for p in read_json(settings, sink)
         if (str(p["key"]), p["event_time"]) in labels
     }
     expected = sum(served[k] == labels[k] for k in served) / len(served)

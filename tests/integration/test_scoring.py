@@ -30,7 +30,7 @@ from tasks.scoring import ScorerStats, default_group_id, run_scorer
 from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
 from tasks.stream import ensure_topic, produce
-from tests.integration.helpers import register_by_hand
+from tests.integration.helpers import read_topic, register_by_hand
 
 pytestmark = pytest.mark.integration
 
@@ -91,32 +91,8 @@ def topics(settings: Settings) -> tuple[str, str]:
     return source, sink
 
 
-def read_all(settings: Settings, topic: str) -> list[Any]:
-    """Every record the topic holds now (none when it does not exist yet)."""
-    consumer = KafkaConsumer(
-        **settings.kafka_client_config(), group_id=None, enable_auto_commit=False
-    )
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        out: list[Any] = []
-        deadline = time.monotonic() + 30
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            assert time.monotonic() < deadline, f"reading {topic} stalled"
-            for batch in consumer.poll(timeout_ms=200).values():
-                out.extend(r for r in batch if r.offset < ends[TopicPartition(topic, r.partition)])
-        return out
-    finally:
-        consumer.close()
-
-
 def predictions(settings: Settings, topic: str) -> list[dict[str, Any]]:
-    return [json.loads(r.value) for r in read_all(settings, topic)]
+    return [json.loads(r.value) for r in read_topic(settings, topic)]
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 60) -> Any:
@@ -187,7 +163,7 @@ def test_every_record_gets_one_prediction_from_the_champion_and_bad_ones_are_dea
     assert isinstance(stats, ScorerStats)
     assert (stats.records_in, stats.predictions_out, stats.dead_lettered) == (total, len(good), 3)
     assert stats.versions_used == {version: len(good)} and stats.reloads == 0
-    inputs = read_all(settings, source)
+    inputs = read_topic(settings, source)
     by_offset = {(r.partition, r.offset): r for r in inputs}
     out = predictions(settings, sink)
     assert sorted((p["input_partition"], p["input_offset"]) for p in out) == sorted(
@@ -203,7 +179,7 @@ def test_every_record_gets_one_prediction_from_the_champion_and_bad_ones_are_dea
         assert p["input_topic"] == source
         assert p["key"] == row["store_id"] and p["event_time"] == row["event_time"]
         assert p["predicted"] == (1 if p["probability"] >= 0.5 else 0)
-    letters = [json.loads(r.value) for r in read_all(settings, f"{source}.dead-letter")]
+    letters = [json.loads(r.value) for r in read_topic(settings, f"{source}.dead-letter")]
     assert sorted((d["source"]["partition"], d["source"]["offset"]) for d in letters) == sorted(
         (r.partition, r.offset) for r in inputs if r.key in BAD
     )
@@ -299,7 +275,7 @@ def test_a_killed_scorer_loses_nothing_after_restart_and_sigterm_exits_cleanly(
     register(settings, models[0], promote=True)
     source, sink = topics(settings)
     produce(settings, source, simulated(24, seed=4))
-    inputs = read_all(settings, source)
+    inputs = read_topic(settings, source)
 
     def scorer(mode: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
