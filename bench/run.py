@@ -31,10 +31,11 @@ class Plan:
     """How much of each section to run; the full plan fits in 20 minutes on two cores."""
 
     mode: str
-    topic_days: int = TRAIN_DAYS + 8 + 1
+    topic_days: int = TRAIN_DAYS + 28 + 1
     warm: int = 20
     cold: int = 3
-    replay_hours: tuple[int, int] = (4 * 24, 8 * 24)
+    # (timed replay, the replay whose peak memory is set beside it): 4 weeks and 2 weeks.
+    replay_hours: tuple[int, int] = (28 * 24, 14 * 24)
     read_days: int = 7
     scoring_backlog: int = 20_000
     scoring_rate: float = 1000.0
@@ -173,9 +174,9 @@ def _timed_sections(world: World, plan: Plan) -> dict[str, Any]:
         plan.read_repeats,
     )
     log.info("section 2: replay")
-    short = replay(world, "drone-1x", "replay-short", plan.replay_hours[0])
-    long = replay(world, "drone-1x", "replay-long", plan.replay_hours[1])
-    out["replay"] = replay_section(short, long, plan.replay_hours)
+    timed = replay(world, "drone-1x", "replay-timed", plan.replay_hours[0])
+    other = replay(world, "drone-1x", "replay-other", plan.replay_hours[1])
+    out["replay"] = replay_section(timed, other, plan.replay_hours)
     return out
 
 
