@@ -104,7 +104,7 @@ def test_a_window_read_across_a_broker_restart_gives_the_healthy_window(broker: 
     same_window(bounced, healthy)
 
 
-def test_a_simulator_run_across_a_broker_restart_writes_each_record_once(
+def test_a_simulator_run_across_a_broker_restart_loses_nothing_and_reads_the_clean_windows(
     broker: Settings,
 ) -> None:
     schema = fresh_schema(prefix="bounce-sim")
