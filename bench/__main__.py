@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     for noisy in ("kafka", "mlflow", "prefect", "alembic", "great_expectations", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # Closing a consumer cancels its metadata refresh, which kafka-python logs as an ERROR.
+    logging.getLogger("kafka.cluster").addFilter(
+        lambda record: "failed Cancelled" not in record.getMessage()
+    )
     from bench.run import RESULTS, Plan, run
 
     plan = Plan.quick() if args.quick else Plan.full(args.replay_days)
