@@ -34,8 +34,9 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
+# Everything but the tests marked slow (the end-to-end ones, which CI still runs).
 test-fast: setup
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check .
