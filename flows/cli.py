@@ -35,8 +35,16 @@ app = typer.Typer(
 kafka_app = typer.Typer(help="The embedded Kafka broker (KRaft, loopback).", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 
-console = Console()
-errors = Console(stderr=True)
+
+def wide_console(stderr: bool = False) -> Console:
+    """Rich's console, 120 columns wide when not a terminal: at rich's default 80, pipes and
+    CI logs get tables with every column cut short."""
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal else Console(stderr=stderr, width=max(probe.width, 120))
+
+
+console = wide_console()
+errors = wide_console(stderr=True)
 
 JsonOption: Any = typer.Option(False, "--json", help="Print machine-readable JSON.")
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from rich.console import Console
 from rich.progress import Progress
 
+from flows.cli import wide_console
 from flows.runtime import configure_environment, cycle_context, log_accuracy_timeline
 from tasks.settings import Settings, get_settings
 from tasks.windowing import format_instant, parse_instant, windows_between
@@ -23,7 +23,7 @@ DEMO_START = "2026-01-05T00:00Z"  # a Monday
 DEMO_WEEKS = 4
 DEMO_SCENARIO = "sudden"
 
-console = Console()
+console = wide_console()
 
 
 def main() -> None:
