@@ -87,7 +87,10 @@ def explain(exc: BaseException) -> str | None:
 def expected_errors(runs_flow: bool = False) -> Iterator[None]:
     """Turn the errors people can act on into one clear line, not a traceback."""
     if runs_flow:
+        from flows.runtime import prepare_local_prefect
+
         _quiet_expected_tracebacks()
+        prepare_local_prefect()
     try:
         yield
     except Exception as exc:

@@ -127,6 +127,36 @@ def configure_environment(settings: Settings) -> None:
         os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
 
 
+def prepare_local_prefect() -> None:
+    """Migrate the local Prefect database once, under a lock, before a flow starts on it.
+
+    Without a server each command starts Prefect's temporary server on PREFECT_HOME's SQLite
+    file, which migrates it on start: two commands at once on a new home race on the
+    migration ("duplicate column name") and one of them prints a wall of traceback.
+    """
+    import asyncio
+    import fcntl
+    import os
+
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    import prefect
+
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect")
+    marker = home / f".migrated-{prefect.__version__}"
+    if marker.exists() and (home / "prefect.db").exists():
+        return
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".migrate.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and (home / "prefect.db").exists():
+            return  # another command migrated it while this one waited
+        from prefect.server.database import provide_database_interface
+
+        asyncio.run(provide_database_interface().create_db())
+        marker.touch()
+
+
 def quiet_libraries() -> None:
     """Keep the libraries' chatter (table creation, event-loop timings, retracing) off screen."""
     import logging
