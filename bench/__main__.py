@@ -69,13 +69,9 @@ def main(argv: list[str] | None = None) -> int:
 def _readme_only() -> int:
     import json
 
-    from bench.report import readme_section, update_readme
-    from bench.run import RESULTS
-    from tasks.settings import PROJECT_ROOT
+    from bench.run import RESULTS, refresh_readme
 
-    report = json.loads((RESULTS / "latest.json").read_text())
-    path = str((RESULTS / "latest.md").relative_to(PROJECT_ROOT))
-    update_readme(PROJECT_ROOT / "README.md", readme_section(report, path))
+    refresh_readme(json.loads((RESULTS / "latest.json").read_text()))
     return 0
 
 

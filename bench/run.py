@@ -116,9 +116,14 @@ def run(plan: Plan, output: Path, command: str, readme: bool) -> dict[str, Any]:
     report.write_json(result, output / "latest.json")
     (output / "latest.md").write_text(report.markdown(result))
     if readme:
-        path = str((output / "latest.md").relative_to(PROJECT_ROOT))
-        report.update_readme(PROJECT_ROOT / "README.md", report.readme_section(result, path))
+        refresh_readme(result, output)
     return result
+
+
+def refresh_readme(result: dict[str, Any], output: Path = RESULTS) -> None:
+    """Rewrite README's Performance section from a report written into `output`."""
+    path = str((output / "latest.md").relative_to(PROJECT_ROOT))
+    report.update_readme(PROJECT_ROOT / "README.md", report.readme_section(result, path))
 
 
 def _simulate(world: World, plan: Plan) -> dict[str, int]:

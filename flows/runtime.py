@@ -144,12 +144,16 @@ def prepare_local_prefect() -> None:
 
     home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect")
     marker = home / f".migrated-{prefect.__version__}"
-    if marker.exists() and (home / "prefect.db").exists():
+
+    def migrated() -> bool:
+        return marker.exists() and (home / "prefect.db").exists()
+
+    if migrated():
         return
     home.mkdir(parents=True, exist_ok=True)
     with open(home / ".migrate.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists() and (home / "prefect.db").exists():
+        if migrated():
             return  # another command migrated it while this one waited
         from prefect.server.database import provide_database_interface
 
