@@ -323,6 +323,14 @@ class ConceptDriftDetector:
         """Forget the stream (keep the parameters), e.g. after a retrain."""
         self.sample_count, self.mean, self.sum, self.alarmed = 1, 0.0, 0.0, False
 
+    def warm_start(self, error_rate: float, records: int) -> None:
+        """Start as if `records` records at `error_rate` had been seen (a model's holdout
+        error), so the first bad window after a promotion is measured against a baseline."""
+        if not 0.0 <= error_rate <= 1.0:
+            raise ValueError(f"error rate {error_rate!r} is not in [0, 1]")
+        self.sample_count, self.mean = max(1, records) + 1, error_rate
+        self.sum, self.alarmed = 0.0, False
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
