@@ -10,9 +10,10 @@ Pure: plain numbers in, a small verdict out, state serialisable as JSON.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from statistics import NormalDist
 
 from tasks.drift import ConceptDriftDetector
@@ -58,6 +59,8 @@ class AccuracyAlarm:
     pool_windows: int = 4  # windows pooled by the second Wilson test
     page_hinkley: ConceptDriftDetector = field(default_factory=ConceptDriftDetector)
     history: list[WindowScore] = field(default_factory=list)
+    change_start_ms: int | None = None  # where the last alarmed change began (the planner's)
+    served_windows: int = 0  # windows scored since this champion began serving
 
     @classmethod
     def for_model(
@@ -78,17 +81,39 @@ class AccuracyAlarm:
         ph.warm_start(1.0 - holdout_accuracy, warm_rows)
         return cls(holdout_accuracy, confidence, margin, warm_rows, pool_windows, ph)
 
+    def with_champion(self, holdout_accuracy: float, *, fine_tuned: bool) -> AccuracyAlarm:
+        """The state for a newly promoted champion; its holdout accuracy becomes the expected one.
+
+        A fine-tune continues its parent's line: the cumulative tests go on. A new model (a
+        retrain, a reused version) starts them from its own holdout error. The window
+        history and the change point are kept either way.
+        """
+        if fine_tuned:
+            return replace(copy.deepcopy(self), expected=holdout_accuracy)
+        fresh = AccuracyAlarm.for_model(
+            holdout_accuracy,
+            confidence=self.confidence,
+            margin=self.margin,
+            delta=self.page_hinkley.delta,
+            threshold=self.page_hinkley.threshold,
+            warm_rows=self.warm_rows,
+            pool_windows=self.pool_windows,
+        )
+        fresh.history, fresh.change_start_ms = list(self.history), self.change_start_ms
+        return fresh
+
     def update(self, accuracy: float, rows: int, start_ms: int) -> AlarmVerdict:
         """Feed one window's prequential accuracy on `rows` rows; the verdict names the test."""
         if not 0.0 <= accuracy <= 1.0 or rows < 0:
             raise ValueError(f"accuracy {accuracy!r} on {rows} rows is not a window score")
         self.history = [*self.history, WindowScore(start_ms, accuracy, rows)][-HISTORY_WINDOWS:]
+        self.served_windows += 1
         if self.page_hinkley.alarmed:  # restart from the baseline, never from blank
             self.page_hinkley.warm_start(1.0 - self.expected, self.warm_rows)
         ph_alarm = self.page_hinkley.update(1.0 - accuracy, weight=rows) if rows else False
         bar = self.expected - self.margin
         fall, bound = self._bound(accuracy, rows, f"accuracy {accuracy:.2f} on {rows} rows")
-        pooled = self.history[-self.pool_windows :]
+        pooled = self.history[-min(self.pool_windows, self.served_windows) :]
         pool_rows = sum(w.rows for w in pooled)
         pool_acc = sum(w.accuracy * w.rows for w in pooled) / pool_rows if pool_rows else 1.0
         pool_text = f"pooled accuracy {pool_acc:.2f} on {pool_rows} rows of {len(pooled)} windows"

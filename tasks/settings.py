@@ -206,8 +206,9 @@ class Settings(BaseSettings):
         default=0.1,
         ge=0.0,
         le=1.0,
-        description="Sample weight of rows from before an estimated change that disagree with "
-        "the new concept (or when agreement cannot be judged).",
+        description="Rows from before an estimated change, when no model of the new concept "
+        "can judge them, weigh this much each and together at most this share of the "
+        "post-change rows' weight.",
     )
     replay_new_share: float = Field(
         default=0.5,
