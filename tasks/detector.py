@@ -61,6 +61,7 @@ class AccuracyAlarm:
     history: list[WindowScore] = field(default_factory=list)
     change_start_ms: int | None = None  # where the last alarmed change began (the planner's)
     served_windows: int = 0  # windows scored since this champion began serving
+    falling: bool = False  # inside a fall that has already alarmed
 
     @classmethod
     def for_model(
@@ -103,7 +104,11 @@ class AccuracyAlarm:
         return fresh
 
     def update(self, accuracy: float, rows: int, start_ms: int) -> AlarmVerdict:
-        """Feed one window's prequential accuracy on `rows` rows; the verdict names the test."""
+        """Feed one window's prequential accuracy on `rows` rows; the verdict names the test.
+
+        A fall alarms once, on its first window: the next windows of the same fall report
+        that accuracy is still below expectation, so one change asks for one retrain.
+        """
         if not 0.0 <= accuracy <= 1.0 or rows < 0:
             raise ValueError(f"accuracy {accuracy!r} on {rows} rows is not a window score")
         self.history = [*self.history, WindowScore(start_ms, accuracy, rows)][-HISTORY_WINDOWS:]
@@ -111,27 +116,43 @@ class AccuracyAlarm:
         if self.page_hinkley.alarmed:  # restart from the baseline, never from blank
             self.page_hinkley.warm_start(1.0 - self.expected, self.warm_rows)
         ph_alarm = self.page_hinkley.update(1.0 - accuracy, weight=rows) if rows else False
-        bar = self.expected - self.margin
+        test, texts = self._bounds(accuracy, rows)
+        ph_text = (
+            f"Page-Hinkley sum {self.page_hinkley.sum:.1f} "
+            f"{'>=' if ph_alarm else '<'} threshold {self.page_hinkley.threshold:.1f} "
+            f"(baseline error {1.0 - self.expected:.2f}, mean {self.page_hinkley.mean:.3f})"
+        )
+        if test is None and ph_alarm:
+            test, texts = "page-hinkley", (ph_text,)
+        if test is None:
+            self.falling = False
+            bar = self.expected - self.margin
+            quiet = f"no concept alarm (expected at least {bar:.2f}): " + "; ".join(texts)
+            return AlarmVerdict(False, None, False, (f"{quiet}; {ph_text}",))
+        if self.falling and test != "page-hinkley":
+            still = f"still below expectation since the alarm ({test}): {texts[0]}"
+            return AlarmVerdict(False, None, True, (still,))
+        self.falling = test != "page-hinkley"
+        found = estimate_change_start(self.history, self.expected, margin=self.margin)
+        self.change_start_ms = found if found is not None else start_ms
+        where = f"the change is estimated to begin with the window at {self.change_start_ms} ms"
+        reasons = (f"concept alarm ({test}): {texts[0]}", where)
+        return AlarmVerdict(True, test, test != "page-hinkley", reasons)
+
+    def _bounds(self, accuracy: float, rows: int) -> tuple[str | None, tuple[str, ...]]:
+        """The Wilson test that finds a fall ("wilson" on the window, "wilson-pooled" on the
+        last few windows of this champion), or None, with the texts of both bounds."""
         fall, bound = self._bound(accuracy, rows, f"accuracy {accuracy:.2f} on {rows} rows")
         pooled = self.history[-min(self.pool_windows, self.served_windows) :]
         pool_rows = sum(w.rows for w in pooled)
         pool_acc = sum(w.accuracy * w.rows for w in pooled) / pool_rows if pool_rows else 1.0
         pool_text = f"pooled accuracy {pool_acc:.2f} on {pool_rows} rows of {len(pooled)} windows"
         pool_fall, pool_bound = self._bound(pool_acc, pool_rows, pool_text)
-        ph_text = (
-            f"Page-Hinkley sum {self.page_hinkley.sum:.1f} "
-            f"{'>=' if ph_alarm else '<'} threshold {self.page_hinkley.threshold:.1f} "
-            f"(baseline error {1.0 - self.expected:.2f}, mean {self.page_hinkley.mean:.3f})"
-        )
         if fall:
-            return AlarmVerdict(True, "wilson", True, (f"concept alarm (wilson): {bound}",))
+            return "wilson", (bound, pool_bound)
         if pool_fall and len(pooled) == self.pool_windows:
-            reason = f"concept alarm (wilson-pooled): {pool_bound}"
-            return AlarmVerdict(True, "wilson-pooled", True, (reason,))
-        if ph_alarm:
-            return AlarmVerdict(True, "page-hinkley", False, (f"concept alarm: {ph_text}",))
-        quiet = f"no concept alarm (expected at least {bar:.2f}): {bound}; {pool_bound}; {ph_text}"
-        return AlarmVerdict(False, None, False, (quiet,))
+            return "wilson-pooled", (pool_bound, bound)
+        return None, (bound, pool_bound)
 
     def _bound(self, accuracy: float, rows: int, seen: str) -> tuple[bool, str]:
         """(fell, reason): is the one-sided upper bound below the expected accuracy?"""

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tasks.detector import AccuracyAlarm, AlarmVerdict, estimate_change_start
+from tasks.detector import AccuracyAlarm, AlarmVerdict
 from tasks.drift import DriftReport
 from tasks.drift_policy import DriftEpisodes, RetrainRequest, decide_retrain
 from tasks.schema import StreamSchema
@@ -158,16 +158,6 @@ def _since(frame: pd.DataFrame, start_ms: int | None) -> pd.DataFrame:
     return frame[frame["_event_ms"] >= start_ms]
 
 
-def _track_change(state: AccuracyAlarm, verdict: AlarmVerdict, window: Window) -> list[str]:
-    """On an alarm, estimate where the change began and remember it in the alarm state."""
-    if not verdict.alarm:
-        return []
-    found = estimate_change_start(state.history, state.expected, margin=state.margin)
-    start = found if found is not None else window.start_ms
-    state.change_start_ms = start
-    return [f"change estimated to begin with the window starting at {start} ms"]
-
-
 def holdouts_for(
     settings: Settings, end_ms: int, held: pd.DataFrame, change_start_ms: int | None
 ) -> tuple[dict[str, pd.DataFrame], tuple[str, ...] | None]:
@@ -200,9 +190,11 @@ def plan_window(
     """Plan one hourly cycle: alarm, drift policy, fine-tune rows and weights, holdouts."""
     state = copy.deepcopy(alarm)
     verdict = state.update(accuracy, len(rows), window.start_ms)
-    reasons = [*verdict.reasons, *_track_change(state, verdict, window)]
+    reasons = list(verdict.reasons)
     change = state.change_start_ms
-    fell = accuracy < state.expected - state.margin
+    # Inside a fall that has already alarmed, its retrain has been asked for.
+    already = verdict.fall and not verdict.alarm
+    fell = accuracy < state.expected - state.margin and not already
     request, episodes_after = decide_retrain(
         drift.overall if drift is not None else "none",
         dict(drift.new_categories) if drift is not None else {},

@@ -88,6 +88,22 @@ def model_of(concept: str):  # type: ignore[no-untyped-def]
     return predict
 
 
+def fit_table(frame: pd.DataFrame, weights: np.ndarray):  # type: ignore[no-untyped-def]
+    """A stand-in learner: the weighted busy rate of each (store type, store parity)."""
+    keys = list(zip(frame["store_type"], frame["store_id"] % 2, strict=True))
+    table: dict[tuple[str, int], list[float]] = {}
+    for key, label, weight in zip(keys, frame["busy"], weights, strict=True):
+        cell = table.setdefault(key, [0.0, 0.0])
+        cell[0] += weight * label
+        cell[1] += weight
+
+    def predict(rows: pd.DataFrame) -> np.ndarray:
+        pairs = zip(rows["store_type"], rows["store_id"] % 2, strict=True)
+        return np.array([table[p][0] / table[p][1] if p in table else 0.5 for p in pairs])
+
+    return predict
+
+
 def accuracy(model, frame: pd.DataFrame) -> float:  # type: ignore[no-untyped-def]
     return float(np.mean((model(frame) >= 0.5) == (frame["busy"].to_numpy() == 1)))
 
@@ -162,6 +178,24 @@ def test_alarm_state_round_trips_and_resumes_identically() -> None:
     assert again.update(0.5, 100, 2) == alarm.update(0.5, 100, 2)
 
 
+def test_a_fall_alarms_once_and_a_new_fall_alarms_again() -> None:
+    alarm = new_alarm(SETTINGS, 0.95)
+    accuracies = [0.5, 0.5, 0.5, 0.96, 0.95, 0.96, 0.95, 0.5]
+    verdicts = [alarm.update(acc, 100, i) for i, acc in enumerate(accuracies)]
+    assert [v.alarm for v in verdicts] == [True, False, False, False, False, False, False, True]
+    assert [v.fall for v in verdicts[:3]] == [True, True, True]
+    assert "still below expectation since the alarm" in verdicts[1].reasons[0]
+    assert alarm.change_start_ms == 7
+
+
+def test_page_hinkley_restarts_from_the_baseline_not_from_blank() -> None:
+    alarm = new_alarm(SETTINGS, 0.95)
+    alarm.page_hinkley.alarmed = True
+    alarm.update(0.95, 100, 0)
+    assert alarm.page_hinkley.mean == pytest.approx(0.05)
+    assert alarm.page_hinkley.sample_count > SETTINGS.alarm_warm_rows
+
+
 def test_change_start_is_the_first_window_of_the_fall() -> None:
     alarm = new_alarm(SETTINGS, 0.95)
     for i, acc in enumerate([0.95, 0.96, 0.94, 0.95, 0.62, 0.55, 0.60]):
@@ -203,6 +237,28 @@ def test_retrain_after_a_change_learns_the_new_concept() -> None:
     assert old[~cafes].sum() > 0 and not old[cafes].any()  # old rows train where still true
     assert not identities(plan.train) & identities(plan.holdouts[CURRENT])
     assert plan.judge_on == (CURRENT,) and len(plan.vocabulary) == len(frame)
+    # The retrain beats the old-concept champion on the day of the change; the old range
+    # (before the last 24 h, holdout aside) would have learnt the old concept again.
+    comparisons = _compare(plan.holdouts, fit_table(plan.train, plan.weights), model_of("A"))
+    gate = decide_promotion(
+        comparisons, None, GatePolicy.from_settings(SETTINGS), judge_on=plan.judge_on
+    )
+    assert gate.promote and gate.details["rules"][CURRENT] == "interval-better", gate.reasons
+    old_fit = fit_table(old_rule, np.ones(len(old_rule)))
+    assert accuracy(old_fit, plan.holdouts[CURRENT]) < 0.9  # the cafes: wrong, all of them
+
+
+def test_retrain_after_a_change_without_a_judge_weights_old_rows_down() -> None:
+    change = T0 + timedelta(days=13)
+    frame = pd.concat(
+        [stream(T0, 13 * 24, "A", stores=20), stream(change, 24, "B", stores=20)],
+        ignore_index=True,
+    )
+    end_ms = to_ms(change + timedelta(days=1))
+    plan = plan_retrain(DRONE, SETTINGS, frame, end_ms, change_start_ms=to_ms(change))
+    old = plan.train["_event_ms"].to_numpy() < to_ms(change)
+    assert plan.weights[old].sum() <= SETTINGS.old_concept_weight * (~old).sum() + 1e-9
+    assert accuracy(fit_table(plan.train, plan.weights), plan.holdouts[CURRENT]) == 1.0
 
 
 def test_retrain_without_a_change_weights_recent_rows_most() -> None:
@@ -286,7 +342,8 @@ def test_after_an_alarm_the_challenger_is_judged_on_post_change_rows_only() -> N
     alarm.update(0.80, 100, to_ms(change))
     alarm.update(0.80, 100, to_ms(change + HOUR))
     plan = plan_for(now, window_rows(now, "B"), history, alarm, 0.80)
-    assert plan.alarm.alarm and plan.change_start_ms == to_ms(change)
+    assert plan.alarm.fall and not plan.alarm.alarm  # the fall alarmed two windows ago
+    assert plan.change_start_ms == to_ms(change)
     assert plan.judge_on == (CURRENT,)
     assert plan.holdouts[CURRENT]["_event_ms"].min() >= to_ms(change)
     assert not identities(plan.train) & identities(pd.concat(plan.holdouts.values()))
