@@ -38,7 +38,6 @@ takes none yet: the executor's wiring adds it).
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,15 +46,13 @@ import pandas as pd
 from tasks.detector import AccuracyAlarm, AlarmVerdict
 from tasks.drift import DriftReport
 from tasks.drift_policy import DriftEpisodes, RetrainRequest, decide_retrain
+from tasks.sample_weights import HOUR_MS, Model, agreement, recency_weights, weighted_replay
 from tasks.schema import StreamSchema
 from tasks.settings import Settings
 from tasks.training_data import holdout_mask
 from tasks.windowing import Window
 
-HOUR_MS = 3_600_000
 CURRENT = "current"  # the holdout of post-change rows, judged alone after an alarm
-
-Model = Callable[[pd.DataFrame], np.ndarray]  # rows -> probabilities of the positive class
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,53 +99,6 @@ def new_alarm(settings: Settings, holdout_accuracy: float) -> AccuracyAlarm:
     )
 
 
-# --- weights ---------------------------------------------------------------------------------
-
-
-def recency_weights(event_ms: np.ndarray, now_ms: int, half_life_hours: float) -> np.ndarray:
-    """1 for a row at `now_ms`, halving every `half_life_hours` into the past."""
-    age_hours = np.maximum(now_ms - np.asarray(event_ms, dtype=np.int64), 0) / HOUR_MS
-    return np.power(0.5, age_hours / half_life_hours)
-
-
-def targets(schema: StreamSchema, frame: pd.DataFrame) -> np.ndarray:
-    return (frame[schema.label.field].to_numpy() == schema.label.positive).astype(float)
-
-
-def agreement(schema: StreamSchema, frame: pd.DataFrame, model: Model) -> np.ndarray:
-    """True for rows whose label a model of the new concept predicts: old rows still valid."""
-    if frame.empty:
-        return np.zeros(0, dtype=bool)
-    predicted = np.asarray(model(frame), dtype=float).reshape(-1) >= 0.5
-    return predicted == (targets(schema, frame) == 1.0)
-
-
-def weighted_replay(
-    pool: pd.DataFrame, new_weight: float, size: int, settings: Settings, now_ms: int, salt: int
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """A replay drawn towards the present, weighted so the new rows keep their share.
-
-    Rows are drawn without replacement with probability proportional to their recency weight;
-    their sample weights are then scaled so that the window's own rows (total `new_weight`)
-    carry at least `replay_new_share` of the fine-tune's weight.
-    """
-    if pool.empty or size <= 0:
-        return pool.iloc[:0], np.zeros(0)
-    recency = recency_weights(
-        pool["_event_ms"].to_numpy(), now_ms, settings.recency_half_life_hours
-    )
-    picks = np.arange(len(pool))
-    if len(pool) > size:
-        rng = np.random.default_rng([settings.seed, salt])
-        picks = np.sort(rng.choice(len(pool), size=size, replace=False, p=recency / recency.sum()))
-    chosen, weights = pool.iloc[picks], recency[picks]
-    share = settings.replay_new_share
-    budget = new_weight * (1.0 - share) / share
-    if weights.sum() > budget:
-        weights = weights * (budget / weights.sum())
-    return chosen, weights
-
-
 # --- the hourly plan -------------------------------------------------------------------------
 
 
@@ -173,6 +123,37 @@ def holdouts_for(
         return out, None
     out[CURRENT] = _since(held, change_start_ms)
     return out, (CURRENT,)
+
+
+def fine_tune_set(
+    settings: Settings,
+    window: Window,
+    new_rows: pd.DataFrame,
+    pool: pd.DataFrame,
+    change_start_ms: int | None,
+) -> tuple[pd.DataFrame, np.ndarray, str]:
+    """The window's trainable rows at weight 1 plus a replay of recent trainable history,
+    from after the change if there was one, weighted towards the present."""
+    since = window.start_ms - settings.replay_hours * HOUR_MS
+    after_change = change_start_ms is not None and change_start_ms > since
+    pool = _since(pool, max(since, change_start_ms or since))
+    replay, replay_weights = weighted_replay(
+        pool,
+        float(len(new_rows)),
+        settings.replay_samples,
+        settings,
+        window.start_ms,
+        salt=window.start_ms // HOUR_MS,
+    )
+    train = pd.concat([new_rows, replay], ignore_index=True)
+    weights = np.concatenate([np.ones(len(new_rows)), replay_weights])
+    share = len(new_rows) / weights.sum() if weights.sum() else 1.0
+    note = (
+        f"fine-tune on {len(new_rows)} window rows and {len(replay)} replay rows"
+        + (" drawn after the change" if after_change else "")
+        + f"; the window's rows carry {share:.0%} of the weight"
+    )
+    return train, weights, note
 
 
 def plan_window(
@@ -204,25 +185,11 @@ def plan_window(
         enabled=settings.retrain_on_drift,
     )
     reasons.extend(request.reasons)
-    seed = settings.seed
-    window_held = holdout_mask(schema, rows, seed)
-    history_held = holdout_mask(schema, history, seed) if not history.empty else None
-    new_rows = rows[~window_held]
+    window_held = holdout_mask(schema, rows, settings.seed)
+    history_held = holdout_mask(schema, history, settings.seed) if not history.empty else None
     pool = history if history_held is None else history[~history_held]
-    pool = _since(pool, window.start_ms - settings.replay_hours * HOUR_MS)
-    pool = _since(pool, change)
-    salt = window.start_ms // HOUR_MS
-    replay, replay_w = weighted_replay(
-        pool, float(len(new_rows)), settings.replay_samples, settings, window.start_ms, salt
-    )
-    train = pd.concat([new_rows, replay], ignore_index=True)
-    weights = np.concatenate([np.ones(len(new_rows)), replay_w])
-    share = len(new_rows) / weights.sum() if weights.sum() else 1.0
-    reasons.append(
-        f"fine-tune on {len(new_rows)} window rows and {len(replay)} replay rows"
-        + (" drawn after the change" if change is not None else "")
-        + f"; the window's rows carry {share:.0%} of the weight"
-    )
+    train, weights, note = fine_tune_set(settings, window, rows[~window_held], pool, change)
+    reasons.append(note)
     held_past = history if history_held is None else history[history_held]
     held = pd.concat([held_past, rows[window_held]], ignore_index=True)
     holdouts, judge_on = holdouts_for(settings, window.end_ms, held, change)
@@ -267,6 +234,8 @@ def plan_retrain(
     """
     held = holdout_mask(schema, frame, settings.seed)
     trainable, held_rows = frame[~held], frame[held]
+    if change_start_ms is not None and change_start_ms <= frame["_event_ms"].min():
+        change_start_ms = None  # the whole range is the current concept: as a nightly retrain
     vocabulary = frame[schema.feature_names]
     post = _since(trainable, change_start_ms)
     if change_start_ms is not None and len(post) >= settings.min_change_rows:

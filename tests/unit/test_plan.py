@@ -444,3 +444,19 @@ def test_planning_twice_gives_the_same_rows_and_weights() -> None:
     pd.testing.assert_frame_equal(one.train, two.train)
     np.testing.assert_array_equal(one.weights, two.weights)
     assert one.reasons == two.reasons
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("alarm_confidence", 1.0),
+        ("alarm_margin", -0.1),
+        ("recency_half_life_hours", 0),
+        ("replay_new_share", 0),
+        ("old_concept_weight", 2),
+        ("alarm_pool_windows", 0),
+    ],
+)
+def test_planner_settings_refuse_impossible_values(name: str, value: float) -> None:
+    with pytest.raises(ValueError, match=name):
+        Settings(**{name: value})
