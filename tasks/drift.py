@@ -194,16 +194,38 @@ def check_data_drift(
 def new_categories(
     schema: StreamSchema, reference: ReferenceProfile, frame: pd.DataFrame
 ) -> dict[str, list[Scalar]]:
-    """Values of categorical features that the reference never saw, by feature."""
+    """Values of categorical features that neither the reference nor the schema knows, by feature.
+
+    A value the schema declares (in `values`, or inside a closed `min`..`max` range) is known
+    to the model whatever the reference saw, and `drift_check: false` features are skipped:
+    a young stream's first Wednesday is not a new day of the week.
+    """
     out: dict[str, list[Scalar]] = {}
     for spec in schema.categorical_features:
-        if spec.name not in reference.categorical or spec.name not in frame:
+        if not spec.drift_check or spec.name not in reference.categorical or spec.name not in frame:
             continue
         known = set(reference.categorical[spec.name].values)
-        unseen = set(_counts(frame[spec.name].dropna())) - known
+        unseen = {v for v in _counts(frame[spec.name].dropna()) if v not in known}
+        unseen = {v for v in unseen if not declared(spec, v)}
         if unseen:
             out[spec.name] = sorted(unseen, key=_order)
     return out
+
+
+def declared(spec: FeatureSpec, value: Scalar) -> bool:
+    """Whether the schema declares `value` for this feature: a `values` member or inside a
+    closed `min`..`max` range (an open-ended range, such as store ids from 1, declares none)."""
+    if spec.values is not None:
+        return value in spec.values
+    if spec.min is None or spec.max is None or isinstance(value, (str, bool)):
+        return False
+    return spec.min <= float(value) <= spec.max
+
+
+def reference_for_range(schema: StreamSchema, frame: pd.DataFrame) -> ReferenceProfile:
+    """The reference profile of a whole retrain range, holdout period included, from the
+    feature values only (never the labels): the next windows are compared with all of it."""
+    return build_reference(schema, frame[schema.feature_names])
 
 
 def _compare(
@@ -322,6 +344,14 @@ class ConceptDriftDetector:
     def reset(self) -> None:
         """Forget the stream (keep the parameters), e.g. after a retrain."""
         self.sample_count, self.mean, self.sum, self.alarmed = 1, 0.0, 0.0, False
+
+    def warm_start(self, error_rate: float, records: int) -> None:
+        """Start as if `records` records at `error_rate` had been seen (a model's holdout
+        error), so the first bad window after a promotion is measured against a baseline."""
+        if not 0.0 <= error_rate <= 1.0:
+            raise ValueError(f"error rate {error_rate!r} is not in [0, 1]")
+        self.sample_count, self.mean = max(1, records) + 1, error_rate
+        self.sum, self.alarmed = 0.0, False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -174,6 +174,62 @@ class Settings(BaseSettings):
     concept_delta: float = Field(default=0.02, ge=0)
     concept_threshold: float = Field(default=60.0, gt=0)
     retrain_on_drift: bool = True
+    alarm_confidence: float = Field(
+        default=0.99,
+        gt=0.5,
+        lt=1.0,
+        description="Confidence of the one-sided Wilson bound that compares a window's "
+        "accuracy with the serving model's holdout accuracy (tasks/detector.py).",
+    )
+    alarm_margin: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Shortfall below the serving model's holdout accuracy that is tolerated "
+        "before the accuracy bound alarms.",
+    )
+    alarm_pool_windows: int = Field(
+        default=4, ge=1, description="Windows pooled by the alarm's second (slow-fall) bound."
+    )
+    alarm_warm_rows: int = Field(
+        default=200,
+        ge=1,
+        description="Records the model's holdout error weighs in a new Page-Hinkley baseline.",
+    )
+    recency_half_life_hours: float = Field(
+        default=72.0,
+        gt=0,
+        description="Half-life of the sample weights of retrain and replay rows: recent rows "
+        "count more (tasks/plan.py).",
+    )
+    old_concept_weight: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Rows from before an estimated change, when no model of the new concept "
+        "can judge them, weigh this much each and together at most this share of the "
+        "post-change rows' weight.",
+    )
+    replay_new_share: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="Least share of a fine-tune's total sample weight that the window's own "
+        "rows carry; the replay is weighted down to leave it.",
+    )
+    reuse_margin: float = Field(
+        default=0.03,
+        ge=0.0,
+        le=1.0,
+        description="How much better a past champion must score on the newest windows than "
+        "both the champion and a fresh fine-tune to be brought back.",
+    )
+    min_change_rows: int = Field(
+        default=30,
+        ge=1,
+        description="Post-change training rows below which a retrain after an alarm falls "
+        "back to the recency-weighted range.",
+    )
 
     # --- the promotion gate --------------------------------------------------------------
     primary_metric: Literal["accuracy", "f1", "auc"] = "f1"

@@ -222,3 +222,49 @@ def test_decide_rollback(
 ) -> None:
     decision = decide_rollback(live_new, live_previous, hours=6, margin=0.05)
     assert decision.rollback is rollback, decision.reason
+
+
+# --- issue #13: a gate on the current concept -------------------------------------------------
+
+
+def test_clearly_better_challenger_replaces_a_champion_below_the_floor() -> None:
+    """The floor protects a healthy champion, not a broken one (issue #13, cause 4)."""
+    comparisons = [holdout("current", 0.45, 0.30, (0.08, 0.22), n=120)]
+    decision = decide_promotion(comparisons, ALARM, POLICY, judge_on=("current",))
+    assert decision.promote, decision.reasons
+    assert decision.details["rules"] == {
+        "floor": "waived-broken-champion",
+        "current": "interval-better",
+    }
+    assert any("not a broken one" in r for r in decision.reasons)
+
+
+def test_challenger_below_the_floor_not_clearly_better_is_refused() -> None:
+    comparisons = [holdout("current", 0.45, 0.30, (-0.02, 0.30), n=120)]
+    assert not decide_promotion(comparisons, None, POLICY).promote
+
+
+def test_floor_still_protects_a_healthy_champion() -> None:
+    comparisons = [holdout("long", 0.45, 0.40, (0.01, 0.09))]
+    healthy = [holdout("long", 0.45, 0.80, (-0.4, -0.3))]
+    assert decide_promotion(comparisons, None, POLICY).promote  # champion 0.40 is broken
+    assert not decide_promotion(healthy, None, POLICY).promote
+
+
+def test_interval_above_the_champion_decides_and_is_named() -> None:
+    comparisons = [holdout("recent", 0.84, 0.79, (0.01, 0.09))]
+    decision = decide_promotion(comparisons, None, POLICY)
+    assert decision.details["rules"] == {"recent": "interval-better"}
+    assert any("whole interval lies above the champion" in r for r in decision.reasons)
+
+
+def test_after_an_alarm_only_the_post_change_holdout_is_judged() -> None:
+    """Old-concept holdouts would refuse a challenger that learned the new concept."""
+    comparisons = [
+        holdout("current", 0.90, 0.55, (0.2, 0.5), n=60),
+        holdout("long", 0.60, 0.85, (-0.3, -0.2), n=480),  # mostly pre-change rows
+    ]
+    assert not decide_promotion(comparisons, ALARM, POLICY).promote
+    decision = decide_promotion(comparisons, ALARM, POLICY, judge_on=("current",))
+    assert decision.promote, decision.reasons
+    assert decision.details["floor_holdout"] == "current"

@@ -1,0 +1,59 @@
+"""Bringing back a past champion: a recurring concept should cost one window, not days.
+
+Pure: the executor loads the last few distinct champions (tasks/registry.py), and passes them
+here as callables producing probabilities; the choice comes back with its reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tasks.schema import StreamSchema
+
+Model = Callable[[pd.DataFrame], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ReuseDecision:
+    """The past version to bring back (None: none), and why."""
+
+    version: str | None
+    reasons: tuple[str, ...]
+
+
+def score_models(
+    schema: StreamSchema, models: Mapping[str, Model], rows: pd.DataFrame
+) -> dict[str, float]:
+    """Accuracy of each model on `rows` (the newest windows, which none of them trained on)."""
+    truth = rows[schema.label.field].to_numpy() == schema.label.positive
+    out = {}
+    for version, model in models.items():
+        predicted = np.asarray(model(rows), dtype=float).reshape(-1) >= 0.5
+        out[version] = float(np.mean(predicted == truth)) if len(rows) else float("nan")
+    return out
+
+
+def choose_reuse(
+    past: Mapping[str, float], champion: float, fine_tune: float, *, rows: int, margin: float
+) -> ReuseDecision:
+    """The best past champion, if it beats both the champion and a fresh fine-tune by `margin`
+    on the same `rows` rows; ties go to the newest version (the highest number)."""
+    if not past:
+        return ReuseDecision(None, ("no past champion to bring back",))
+    version, score = sorted(past.items(), key=lambda kv: (-kv[1], -_number(kv[0])))[0]
+    bar = max(champion, fine_tune) + margin
+    text = (
+        f"best past champion version {version}: accuracy {score:.2f} on {rows} newest rows "
+        f"vs champion {champion:.2f} and fine-tune {fine_tune:.2f} (margin {margin:.2f})"
+    )
+    if score >= bar:
+        return ReuseDecision(version, (f"{text}: reused version {version}",))
+    return ReuseDecision(None, (f"{text}: not clearly better, not reused",))
+
+
+def _number(version: str) -> int:
+    return int(version) if version.isdigit() else -1

@@ -1,0 +1,462 @@
+"""The pure training planner against issue #13's causes, each on a tiny synthetic stream.
+
+Each test first shows the old behaviour failing (the blank detector, the retrain range minus
+its last day, the profile-only category check, the old holdouts, the uniform replay, the
+gate's retrain on every severe window), then the planner's. Stand-in "models" are callables
+producing probabilities: no TensorFlow, well under a second each.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.detector import AccuracyAlarm, estimate_change_start
+from tasks.drift import (
+    ConceptDriftDetector,
+    DriftReport,
+    build_reference,
+    new_categories,
+    reference_for_range,
+)
+from tasks.drift_policy import DriftEpisodes, decide_retrain
+from tasks.evaluation import binary_metrics, paired_bootstrap
+from tasks.gate import DriftSignal, GatePolicy, HoldoutComparison, decide_promotion
+from tasks.plan import CURRENT, new_alarm, plan_retrain, plan_window
+from tasks.reuse import choose_reuse, score_models
+from tasks.schema import load_schema
+from tasks.settings import Settings
+from tasks.training_data import holdout_mask, replay_sample
+from tasks.windowing import Window, to_ms
+
+ROOT = Path(__file__).resolve().parents[2]
+DRONE = load_schema(ROOT / "schemas" / "drone.yaml")
+SETTINGS = Settings()
+T0 = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
+HOUR = timedelta(hours=1)
+TYPES = ["cafe", "restaurant", "grocery", "pharmacy", "bakery"]
+
+
+def busy(concept: str, store_id: int, store_type: str) -> int:
+    """Concept "A": even stores are busy. "B": cafes flip, the other types keep rule A."""
+    even = int(store_id % 2 == 0)
+    return 1 - even if concept == "B" and store_type == "cafe" else even
+
+
+def window_rows(start: datetime, concept: str = "A", stores: int = 100) -> pd.DataFrame:
+    """One hourly window: one row per store."""
+    ms = to_ms(start)
+    rows = []
+    for sid in range(1, stores + 1):
+        kind = TYPES[sid % len(TYPES)]
+        rows.append(
+            {
+                "event_time": start.isoformat(),
+                "store_id": sid,
+                "day_of_week": start.isoweekday(),
+                "hour": start.hour,
+                "store_type": kind,
+                "suburb": "Centre",
+                "avg_delivery_minutes": 20.0,
+                "avg_distance_km": 3.0,
+                "avg_rating": 4.0,
+                "busy": busy(concept, sid, kind),
+                "_event_ms": ms + sid,  # distinct event times within the window
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def stream(start: datetime, hours: int, concept: str = "A", stores: int = 100) -> pd.DataFrame:
+    return pd.concat(
+        [window_rows(start + i * HOUR, concept, stores) for i in range(hours)], ignore_index=True
+    )
+
+
+def model_of(concept: str):  # type: ignore[no-untyped-def]
+    """A stand-in model that has learned `concept` perfectly."""
+
+    def predict(frame: pd.DataFrame) -> np.ndarray:
+        pairs = zip(frame["store_id"], frame["store_type"], strict=True)
+        return np.array([0.9 if busy(concept, s, t) else 0.1 for s, t in pairs])
+
+    return predict
+
+
+def fit_table(frame: pd.DataFrame, weights: np.ndarray):  # type: ignore[no-untyped-def]
+    """A stand-in learner: the weighted busy rate of each (store type, store parity)."""
+    keys = list(zip(frame["store_type"], frame["store_id"] % 2, strict=True))
+    table: dict[tuple[str, int], list[float]] = {}
+    for key, label, weight in zip(keys, frame["busy"], weights, strict=True):
+        cell = table.setdefault(key, [0.0, 0.0])
+        cell[0] += weight * label
+        cell[1] += weight
+
+    def predict(rows: pd.DataFrame) -> np.ndarray:
+        pairs = zip(rows["store_type"], rows["store_id"] % 2, strict=True)
+        return np.array([table[p][0] / table[p][1] if p in table else 0.5 for p in pairs])
+
+    return predict
+
+
+def accuracy(model, frame: pd.DataFrame) -> float:  # type: ignore[no-untyped-def]
+    return float(np.mean((model(frame) >= 0.5) == (frame["busy"].to_numpy() == 1)))
+
+
+NO_DRIFT = DriftReport(features=[], overall="none")
+SEVERE_REPORT = DriftReport(features=[], overall="severe")
+
+
+def plan_for(
+    start: datetime,
+    rows: pd.DataFrame,
+    history: pd.DataFrame,
+    alarm: AccuracyAlarm,
+    acc: float,
+    **kw,
+):  # type: ignore[no-untyped-def]
+    return plan_window(
+        DRONE,
+        SETTINGS,
+        Window(start, start + HOUR),
+        rows,
+        history,
+        accuracy=acc,
+        alarm=alarm,
+        episodes=kw.get("episodes", DriftEpisodes()),
+        drift=kw.get("drift", NO_DRIFT),
+    )
+
+
+def identities(frame: pd.DataFrame) -> set[tuple[int, int]]:
+    return set(zip(frame["store_id"], frame["_event_ms"], strict=True))
+
+
+# --- cause 1: an alarm blinded by a reset ------------------------------------------------------
+
+
+def test_alarm_fires_on_the_first_bad_window_after_a_promotion() -> None:
+    # Before: the detector reset by the promotion takes the new, high error as its mean.
+    blank = ConceptDriftDetector()
+    assert not any(blank.update(0.67, weight=100) for _ in range(8))
+    # After: a new champion's alarm starts from its own holdout accuracy.
+    plan = plan_for(T0, window_rows(T0), pd.DataFrame(), new_alarm(SETTINGS, 1.0), 0.33)
+    assert plan.alarm.alarm and plan.alarm.test == "wilson"
+    assert "accuracy 0.33 on 100 rows" in plan.alarm.reasons[0]
+    assert "Wilson upper bound 0.45 < expected 1.00" in plan.alarm.reasons[0]
+    assert plan.retrain.rule == "concept-alarm" and plan.consider_reuse
+
+
+def test_noisy_windows_at_five_percent_label_noise_do_not_alarm() -> None:
+    alarm = new_alarm(SETTINGS, 0.95)
+    draw = random.Random(3)
+    alarms = 0
+    for i in range(300):
+        correct = sum(draw.random() < 0.95 for _ in range(100))
+        alarms += alarm.update(correct / 100, 100, i).alarm
+    assert alarms == 0
+
+
+def test_a_slow_fall_alarms_on_the_pooled_bound() -> None:
+    alarm = new_alarm(SETTINGS, 0.95)
+    verdicts = [alarm.update(0.86, 100, i) for i in range(6)]
+    assert not verdicts[0].alarm  # one window at 0.86 is within noise
+    first = next(i for i, v in enumerate(verdicts) if v.alarm)
+    assert first <= 3 and verdicts[first].test == "wilson-pooled"
+
+
+def test_alarm_state_round_trips_and_resumes_identically() -> None:
+    alarm = new_alarm(SETTINGS, 0.93)
+    alarm.update(0.9, 100, 1)
+    again = AccuracyAlarm.from_json(alarm.to_json())
+    assert again == alarm
+    assert again.update(0.5, 100, 2) == alarm.update(0.5, 100, 2)
+
+
+def test_a_fall_alarms_once_and_a_new_fall_alarms_again() -> None:
+    alarm = new_alarm(SETTINGS, 0.95)
+    accuracies = [0.5, 0.5, 0.5, 0.96, 0.95, 0.96, 0.95, 0.5]
+    verdicts = [alarm.update(acc, 100, i) for i, acc in enumerate(accuracies)]
+    assert [v.alarm for v in verdicts] == [True, False, False, False, False, False, False, True]
+    assert [v.fall for v in verdicts[:3]] == [True, True, True]
+    assert "still below expectation since the alarm" in verdicts[1].reasons[0]
+    assert alarm.change_start_ms == 7
+
+
+def test_page_hinkley_restarts_from_the_baseline_not_from_blank() -> None:
+    alarm = new_alarm(SETTINGS, 0.95)
+    alarm.page_hinkley.alarmed = True
+    alarm.update(0.95, 100, 0)
+    assert alarm.page_hinkley.mean == pytest.approx(0.05)
+    assert alarm.page_hinkley.sample_count > SETTINGS.alarm_warm_rows
+
+
+def test_change_start_is_the_first_window_of_the_fall() -> None:
+    alarm = new_alarm(SETTINGS, 0.95)
+    for i, acc in enumerate([0.95, 0.96, 0.94, 0.95, 0.62, 0.55, 0.60]):
+        alarm.update(acc, 100, i * 1000)
+    assert estimate_change_start(alarm.history, 0.95) == 4000
+
+
+def test_a_new_champion_keeps_the_history_but_takes_its_own_baseline() -> None:
+    alarm = new_alarm(SETTINGS, 0.95)
+    alarm.update(0.5, 100, 0)
+    retrained = alarm.with_champion(0.90, fine_tuned=False)
+    assert retrained.expected == 0.90 and retrained.page_hinkley.mean == pytest.approx(0.10)
+    assert retrained.history == alarm.history and retrained.served_windows == 0
+
+
+# --- cause 2: a retrain range dominated by old rows ---------------------------------------------
+
+
+def test_retrain_after_a_change_learns_the_new_concept() -> None:
+    change = T0 + timedelta(days=13)
+    frame = pd.concat(
+        [stream(T0, 13 * 24, "A", stores=20), stream(change, 24, "B", stores=20)],
+        ignore_index=True,
+    )
+    end_ms = to_ms(change + timedelta(days=1))
+    # Before: 14 days minus the last 24 h holds no row of the new concept at all.
+    old_rule = frame[frame["_event_ms"] < end_ms - 24 * 3_600_000]
+    assert (old_rule["_event_ms"] >= to_ms(change)).sum() == 0
+    plan = plan_retrain(
+        DRONE, SETTINGS, frame, end_ms, change_start_ms=to_ms(change), agrees=model_of("B")
+    )
+    cafes = (plan.train["store_type"] == "cafe").to_numpy()
+    weighted_busy_even = np.average(
+        plan.train["busy"].to_numpy()[cafes] == (plan.train["store_id"].to_numpy()[cafes] % 2 == 0),
+        weights=plan.weights[cafes],
+    )
+    assert weighted_busy_even == 0.0  # cafes: only the new rule (odd stores busy) trains
+    old = plan.train["_event_ms"].to_numpy() < to_ms(change)
+    assert old[~cafes].sum() > 0 and not old[cafes].any()  # old rows train where still true
+    assert not identities(plan.train) & identities(plan.holdouts[CURRENT])
+    assert plan.judge_on == (CURRENT,) and len(plan.vocabulary) == len(frame)
+    # The retrain beats the old-concept champion on the day of the change; the old range
+    # (before the last 24 h, holdout aside) would have learnt the old concept again.
+    comparisons = _compare(plan.holdouts, fit_table(plan.train, plan.weights), model_of("A"))
+    gate = decide_promotion(
+        comparisons, None, GatePolicy.from_settings(SETTINGS), judge_on=plan.judge_on
+    )
+    assert gate.promote and gate.details["rules"][CURRENT] == "interval-better", gate.reasons
+    old_fit = fit_table(old_rule, np.ones(len(old_rule)))
+    assert accuracy(old_fit, plan.holdouts[CURRENT]) < 0.9  # the cafes: wrong, all of them
+
+
+def test_retrain_after_a_change_without_a_judge_weights_old_rows_down() -> None:
+    change = T0 + timedelta(days=13)
+    frame = pd.concat(
+        [stream(T0, 13 * 24, "A", stores=20), stream(change, 24, "B", stores=20)],
+        ignore_index=True,
+    )
+    end_ms = to_ms(change + timedelta(days=1))
+    plan = plan_retrain(DRONE, SETTINGS, frame, end_ms, change_start_ms=to_ms(change))
+    old = plan.train["_event_ms"].to_numpy() < to_ms(change)
+    assert plan.weights[old].sum() <= SETTINGS.old_concept_weight * (~old).sum() + 1e-9
+    assert accuracy(fit_table(plan.train, plan.weights), plan.holdouts[CURRENT]) == 1.0
+
+
+def test_retrain_without_a_change_weights_recent_rows_most() -> None:
+    frame = stream(T0, 14 * 24, stores=20)
+    end_ms = to_ms(T0 + timedelta(days=14))
+    plan = plan_retrain(DRONE, SETTINGS, frame, end_ms)
+    newest = plan.weights[plan.train["_event_ms"].to_numpy() >= end_ms - 24 * 3_600_000]
+    oldest = plan.weights[plan.train["_event_ms"].to_numpy() < to_ms(T0 + timedelta(days=1))]
+    assert newest.min() > 10 * oldest.max()
+    assert plan.judge_on is None and set(plan.holdouts) == {"recent", "long"}
+    held = holdout_mask(DRONE, frame, SETTINGS.seed)
+    assert len(plan.train) == int((~held).sum())  # the last day trains too, holdout aside
+
+
+# --- cause 3: a day-of-week categorical ---------------------------------------------------------
+
+
+def test_an_unseen_weekday_of_a_young_stream_is_not_a_new_category() -> None:
+    two_days = stream(T0, 48)  # Monday and Tuesday only
+    reference = build_reference(DRONE, two_days)
+    wednesday = window_rows(T0 + timedelta(days=2))
+    assert 3 not in reference.categorical["day_of_week"].values  # what the old check compared
+    assert new_categories(DRONE, reference, wednesday) == {}
+
+
+def test_a_drift_check_false_feature_never_triggers_even_with_an_undeclared_value() -> None:
+    specs = [
+        f.model_copy(update={"values": None}) if f.name == "day_of_week" else f
+        for f in DRONE.features
+    ]
+    schema = DRONE.model_copy(update={"features": specs})
+    reference = build_reference(schema, stream(T0, 24))
+    odd = window_rows(T0 + timedelta(days=2)).assign(day_of_week=9)
+    assert new_categories(schema, reference, odd) == {}
+
+
+def test_a_new_store_triggers_one_retrain_not_one_per_window() -> None:
+    reference = reference_for_range(DRONE, stream(T0, 24))
+    episodes, retrains = DriftEpisodes(), []
+    for i in range(8):
+        rows = window_rows(T0 + timedelta(days=1) + i * HOUR, stores=101)  # store 101 is new
+        found = new_categories(DRONE, reference, rows)
+        assert found == {"store_id": [101]}
+        request, episodes = decide_retrain(
+            "none", found, episodes, concept_alarm=False, accuracy_fell=False
+        )
+        retrains.append(request.rule)
+        episodes = DriftEpisodes.from_json(episodes.to_json())
+    assert retrains == ["new-category"] + [None] * 7
+
+
+def test_reference_for_a_range_covers_its_last_day_and_no_labels() -> None:
+    frame = stream(T0, 48)
+    profile = reference_for_range(DRONE, frame)
+    assert profile.rows == len(frame) and 2 in profile.categorical["day_of_week"].values
+    assert "busy" not in profile.categorical and "busy" not in profile.numeric
+
+
+# --- cause 4: old-concept holdouts --------------------------------------------------------------
+
+
+def _compare(holdouts: dict[str, pd.DataFrame], challenger, champion) -> list[HoldoutComparison]:  # type: ignore[no-untyped-def]
+    out = []
+    for name, rows in holdouts.items():
+        truth = (rows["busy"] == 1).to_numpy().astype(float)
+        new, old = challenger(rows), champion(rows)
+        diff = paired_bootstrap(truth, new, old, "f1", samples=200, confidence=0.95, seed=1)
+        out.append(
+            HoldoutComparison(
+                name, len(rows), binary_metrics(truth, new), binary_metrics(truth, old), diff
+            )
+        )
+    return out
+
+
+def test_after_an_alarm_the_challenger_is_judged_on_post_change_rows_only() -> None:
+    change = T0 + timedelta(days=2)
+    history = pd.concat([stream(T0, 48, "A"), stream(change, 2, "B")], ignore_index=True)
+    now = change + 2 * HOUR
+    alarm = new_alarm(SETTINGS, 1.0)
+    alarm.update(0.80, 100, to_ms(change))
+    alarm.update(0.80, 100, to_ms(change + HOUR))
+    plan = plan_for(now, window_rows(now, "B"), history, alarm, 0.80)
+    assert plan.alarm.fall and not plan.alarm.alarm  # the fall alarmed two windows ago
+    assert plan.change_start_ms == to_ms(change)
+    assert plan.judge_on == (CURRENT,)
+    assert plan.holdouts[CURRENT]["_event_ms"].min() >= to_ms(change)
+    assert not identities(plan.train) & identities(pd.concat(plan.holdouts.values()))
+    # A challenger that learned the new concept against the old-concept champion:
+    comparisons = _compare(plan.holdouts, model_of("B"), model_of("A"))
+    policy = GatePolicy.from_settings(SETTINGS)
+    signal = DriftSignal(concept_drift_alarm=True)
+    before = decide_promotion([c for c in comparisons if c.name != CURRENT], signal, policy)
+    after = decide_promotion(comparisons, signal, policy, judge_on=plan.judge_on)
+    assert not before.promote  # the 48 h holdout is mostly the old concept
+    assert after.promote, after.reasons
+
+
+# --- cause 5: a drowned replay ------------------------------------------------------------------
+
+
+def test_the_windows_own_rows_are_not_drowned_by_the_replay() -> None:
+    now = T0 + timedelta(days=3)
+    history = stream(T0, 72)
+    rows = window_rows(now)
+    pool = history[~holdout_mask(DRONE, history, SETTINGS.seed)]
+    new = int((~holdout_mask(DRONE, rows, SETTINGS.seed)).sum())
+    uniform = replay_sample(pool, SETTINGS.replay_samples, SETTINGS.seed, 1)
+    assert new / (new + len(uniform)) < 0.2  # before: about 75 new rows against 400
+    plan = plan_for(now, rows, history, new_alarm(SETTINGS, 1.0), 1.0)
+    window_weight = plan.weights[:new].sum() / plan.weights.sum()
+    assert window_weight >= SETTINGS.replay_new_share - 1e-9
+    replayed = plan.train["_event_ms"].to_numpy()[new:]
+    assert replayed.mean() > uniform["_event_ms"].mean()  # drawn towards the present
+
+
+def test_after_an_alarm_the_replay_is_drawn_from_post_change_rows_only() -> None:
+    change = T0 + timedelta(days=2)
+    history = pd.concat([stream(T0, 48, "A"), stream(change, 3, "B")], ignore_index=True)
+    now = change + 3 * HOUR
+    alarm = new_alarm(SETTINGS, 1.0)
+    plan = plan_for(now, window_rows(now, "B"), history, alarm, 0.80)
+    assert plan.alarm.alarm
+    assert plan.train["_event_ms"].min() >= plan.change_start_ms  # type: ignore[operator]
+
+
+# --- cause 6: a seasonal feature with stable rules ----------------------------------------------
+
+
+def test_seasonal_data_drift_with_steady_accuracy_retrains_at_most_once() -> None:
+    policy = GatePolicy.from_settings(SETTINGS)
+    steady = HoldoutComparison("long", 400, binary_metrics([1, 0], [0.9, 0.1]))
+    # Before: the gate asked for a full retrain on every severe window.
+    assert decide_promotion([steady], DriftSignal(data_drift="severe"), policy).retrain
+    alarm, episodes, retrains = new_alarm(SETTINGS, 0.95), DriftEpisodes(), 0
+    for i in range(48):
+        start = T0 + i * HOUR
+        plan = plan_for(
+            start,
+            window_rows(start),
+            pd.DataFrame(),
+            alarm,
+            0.95,
+            episodes=episodes,
+            drift=SEVERE_REPORT,
+        )
+        alarm, episodes = plan.alarm_state, plan.episodes
+        retrains += plan.retrain.retrain
+        assert not plan.alarm.alarm
+    assert retrains == 1
+    assert plan.retrain.reasons == (
+        "severe data drift, same episode already retrained for: reported, no retrain",
+    )
+
+
+def test_data_drift_with_a_fall_in_accuracy_retrains_and_says_why() -> None:
+    request, _ = decide_retrain(
+        "mild", {}, DriftEpisodes(), concept_alarm=False, accuracy_fell=True
+    )
+    assert request.retrain and request.rule == "drift-with-accuracy-fall"
+    assert "mild data drift with a fall in accuracy" in request.reasons[0]
+
+
+# --- reuse on a recurring concept ---------------------------------------------------------------
+
+
+def test_a_recurring_concept_brings_back_the_past_champion() -> None:
+    back_to_a = stream(T0, 2, "A")
+    past = score_models(DRONE, {"1": model_of("A"), "2": model_of("B")}, back_to_a)
+    champion = accuracy(model_of("B"), back_to_a)
+    fine_tune = 0.85  # one window of fine-tuning has not yet relearned the cafes
+    chosen = choose_reuse(past, champion, fine_tune, rows=len(back_to_a), margin=0.03)
+    assert chosen.version == "1" and "reused version 1" in chosen.reasons[0]
+    close = choose_reuse(past, champion, 0.99, rows=len(back_to_a), margin=0.03)
+    assert close.version is None
+
+
+def test_planning_twice_gives_the_same_rows_and_weights() -> None:
+    now = T0 + timedelta(days=3)
+    history, rows = stream(T0, 72), window_rows(now)
+    one = plan_for(now, rows, history, new_alarm(SETTINGS, 1.0), 1.0)
+    two = plan_for(now, rows, history, new_alarm(SETTINGS, 1.0), 1.0)
+    pd.testing.assert_frame_equal(one.train, two.train)
+    np.testing.assert_array_equal(one.weights, two.weights)
+    assert one.reasons == two.reasons
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("alarm_confidence", 1.0),
+        ("alarm_margin", -0.1),
+        ("recency_half_life_hours", 0),
+        ("replay_new_share", 0),
+        ("old_concept_weight", 2),
+        ("alarm_pool_windows", 0),
+    ],
+)
+def test_planner_settings_refuse_impossible_values(name: str, value: float) -> None:
+    with pytest.raises(ValueError, match=name):
+        Settings(**{name: value})
