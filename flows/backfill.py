@@ -18,7 +18,7 @@ from tasks.cycle import CycleContext, CycleResult, finetune_window, retrain_unti
 from tasks.registry import training_lock
 from tasks.settings import Settings
 from tasks.stream import read_window, window_reader
-from tasks.training_data import RecentHistory
+from tasks.training_data import RecentHistory, history_windows
 from tasks.windowing import Window, parse_instant, windows_between
 
 
@@ -35,7 +35,7 @@ def run_backfill(
     """Fine-tune every window in [start, end) in order; retrain at `retrain_at_hour` each period."""
     settings = ctx.settings
     windows = windows_between(start, end, ctx.schema.window)
-    keep = max(settings.replay_hours, settings.long_holdout_hours) + 1
+    keep = history_windows(settings, ctx.schema.window) + 1
     ctx.history = ctx.history or RecentHistory.empty(keep)
     results: list[CycleResult] = []
     with window_reader(settings) as reader, training_lock(settings, ctx.model_name, timeout_s=600):
@@ -43,7 +43,7 @@ def run_backfill(
         if windows:
             _prime_history(ctx, windows[0].start, keep - 1)
         for index, window in enumerate(windows):
-            if _retrain_due(window.start, index, retrain_every_hours, retrain_at_hour):
+            if index and retrain_due(window, retrain_every_hours, retrain_at_hour):
                 results.append(retrain_until(ctx, window.start, trigger="schedule:backfill"))
                 if on_window:
                     on_window(results[-1])
@@ -52,8 +52,9 @@ def run_backfill(
                 on_window(results[-1])
             if results[-1].retrain_triggered:
                 # In-process during a replay; the flow asks the retrain deployment instead.
-                trigger = results[-1].retrain_trigger or "drift"
-                results.append(retrain_until(ctx, window.end, trigger=trigger))
+                # Only the retrain carries the drift trigger: the next fine-tunes keep theirs.
+                drift_trigger = results[-1].retrain_trigger or "drift"
+                results.append(retrain_until(ctx, window.end, trigger=drift_trigger))
                 if on_window:
                     on_window(results[-1])
     ctx.reader = None
@@ -68,11 +69,17 @@ def _prime_history(ctx: CycleContext, start: datetime, windows: int) -> None:
     ctx.history.prime(span, read.frame, ctx.schema.window)
 
 
-def _retrain_due(moment: datetime, index: int, every: int | None, at_hour: int) -> bool:
-    if not every or index == 0:
+def retrain_due(window: Window, every_hours: int | None, at_hour: int) -> bool:
+    """Whether a periodic retrain is due before `window`: it is the first window of a period.
+
+    Periods of `every_hours` hours of stream time start `at_hour` past midnight UTC; with
+    15-minute windows only the window a period starts in is due, not every window of its hour.
+    """
+    if not every_hours:
         return False
-    hours_since_epoch = int(moment.timestamp()) // 3600
-    return (hours_since_epoch - at_hour) % every == 0
+    period_ms = every_hours * 3_600_000
+    offset = (window.start_ms - at_hour * 3_600_000) % period_ms
+    return offset < window.end_ms - window.start_ms
 
 
 @flow(name="backfill")

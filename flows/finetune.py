@@ -17,8 +17,14 @@ from tasks.cycle import CycleContext, CycleResult, finetune_window
 from tasks.registry import last_finetuned_window, training_lock
 from tasks.schema import StreamSchema
 from tasks.settings import Settings
-from tasks.stream import latest_timestamp
-from tasks.windowing import Window, last_closed, parse_instant, windows_to_catch_up
+from tasks.stream import first_timestamp_from, latest_timestamp
+from tasks.windowing import (
+    Window,
+    last_closed,
+    parse_instant,
+    skip_empty_stretch,
+    windows_to_catch_up,
+)
 
 
 def closed_hour(now: datetime, lateness_s: int, length: timedelta) -> datetime:
@@ -37,6 +43,11 @@ def closed_since(
     # lives in its own time, and a window still being written must not be trained on.
     lateness = timedelta(seconds=settings.allowed_lateness_s)
     closed = last_closed(min(now, stream_time), lateness, schema.window)
+    if last_done is not None:
+        first = first_timestamp_from(settings, schema.topic, last_done.end)
+        last_done = skip_empty_stretch(last_done, first, lateness)
+        if last_done is None:
+            return [], 0
     return windows_to_catch_up(last_done, closed, settings.catch_up_max_windows)
 
 

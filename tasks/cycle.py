@@ -30,9 +30,15 @@ from tasks.schema import StreamSchema
 from tasks.settings import Settings
 from tasks.stages import Stages
 from tasks.stream import ROW_META, WindowRead, read_window
-from tasks.training_data import RecentHistory, data_hash, holdout_mask, replay_sample
+from tasks.training_data import (
+    RecentHistory,
+    data_hash,
+    history_hours,
+    holdout_mask,
+    replay_sample,
+)
 from tasks.validation import ValidationOutcome
-from tasks.windowing import Window, format_instant, to_ms, windows_between
+from tasks.windowing import Window, format_instant, to_ms, windows_between, windows_in
 
 log = logging.getLogger("streamtrain.cycle")
 
@@ -358,7 +364,7 @@ def recent_rows(ctx: CycleContext, window: Window, hours: int) -> pd.DataFrame:
     """Rows of the `hours` windows before `window`: from memory in a backfill, else Kafka."""
     if ctx.history is not None and ctx.history.covers(window, hours):
         return ctx.history.before(window, hours)
-    span = Window(window.start - hours * window.length, window.start)
+    span = Window(window.start - timedelta(hours=hours), window.start)
     read = ctx.stages.run(
         "read window",
         read_window,
@@ -386,8 +392,7 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
         retries=3,
     )
     result = _base_result("finetune", window, read, trigger)
-    history_hours = max(settings.replay_hours, settings.long_holdout_hours)
-    history = recent_rows(ctx, window, history_hours)
+    history = recent_rows(ctx, window, history_hours(settings))
     faults.checkpoint(settings, "after_read")
     rows, validation = _validated(ctx, read, result)
     if ctx.history is not None:
@@ -431,7 +436,7 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
     drift = ctx.stages.run("drift", guards.data_drift, ctx, parent, rows, recent)
     signal = _signal(drift, result)
 
-    seed = settings.seed + to_ms(window.start) // 3_600_000
+    seed = settings.seed + window.start_ms // (window.end_ms - window.start_ms)
     window_holdout = holdout_mask(schema, rows, settings.seed)
     hist_holdout = holdout_mask(schema, history, settings.seed) if not history.empty else None
     train_rows = rows[~window_holdout]
@@ -519,12 +524,12 @@ def _holdouts(
 def _check_rollback(ctx: CycleContext, result: CycleResult) -> None:
     """Give the champion back when a new one serves clearly worse than the one it replaced."""
     s = ctx.settings
-    live = registry.live_accuracy(s, ctx.model_name, s.rollback_hours)
+    # The live series holds one value per window: the judged span is rollback_hours of time.
+    windows = windows_in(timedelta(hours=s.rollback_hours), ctx.schema.window)
+    live = registry.live_accuracy(s, ctx.model_name, windows)
     if live is None:
         return
-    decision = decide_rollback(
-        list(live.current), live.previous, s.rollback_hours, s.rollback_margin
-    )
+    decision = decide_rollback(list(live.current), live.previous, windows, s.rollback_margin)
     if decision.rollback:
         restored = registry.rollback(
             s, ctx.model_name, who="streamtrain auto-rollback", why=decision.reason

@@ -2,7 +2,8 @@
 
 Joins the scorer's predictions with the labelled records of the same key and event time once
 the window's labels have arrived, and logs each serving version's accuracy to its long-lived
-MLflow run "serving v<version>" (metric `live_accuracy`, step = the window's start in epoch hours).
+MLflow run "serving v<version>" (metric `live_accuracy`, step = the window's start in epoch
+minutes).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from tasks.windowing import Window
 
 log = logging.getLogger(__name__)
 
-_HOUR_MS = 3_600_000
 
 JoinKey = tuple[str, int]  # (the schema's key as text, event time in epoch ms)
 
@@ -184,8 +184,10 @@ def window_metrics(join: JoinResult, version: str) -> dict[str, float]:
     return metrics
 
 
-def epoch_hour(window: Window) -> int:
-    return window.start_ms // _HOUR_MS
+def window_step(window: Window) -> int:
+    """The MLflow step of a window: its start in epoch minutes, unique for any window length
+    (four 15-minute windows would share one epoch hour and overwrite each other's value)."""
+    return window.start_ms // 60_000
 
 
 # --- the step --------------------------------------------------------------------------------
@@ -204,7 +206,7 @@ def monitor_window(
     for version in join.versions:
         run_ids[version] = registry.serving_run(settings, schema, version)
         registry.log_serving_window(
-            settings, run_ids[version], epoch_hour(window), window_metrics(join, version)
+            settings, run_ids[version], window_step(window), window_metrics(join, version)
         )
     result = MonitorResult(
         window=window,

@@ -23,7 +23,15 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from tasks.schema import MalformedRecord, StreamSchema, decode_record, parse_event_time
 from tasks.settings import Settings
-from tasks.windowing import PartitionScan, Verdict, Window, format_instant, from_ms, place
+from tasks.windowing import (
+    PartitionScan,
+    Verdict,
+    Window,
+    format_instant,
+    from_ms,
+    place,
+    to_ms,
+)
 
 log = logging.getLogger(__name__)
 
@@ -533,6 +541,19 @@ def has_records(settings: Settings, topic: str, window: Window) -> bool:
         if first is not None and first.offset < (ends[tp] if after is None else after.offset):
             return True
     return False
+
+
+def first_timestamp_from(settings: Settings, topic: str, instant: datetime) -> datetime | None:
+    """The earliest record timestamp at or after `instant` on any partition, or None.
+
+    From the broker's time index alone (one lookup per partition): how the hourly catch-up
+    skips a long empty stretch without reading its windows one by one.
+    """
+    with window_reader(settings) as consumer:
+        tps = _partitions(consumer, topic)
+        found = consumer.offsets_for_times({tp: to_ms(instant) for tp in tps}) if tps else {}
+    stamps = [hit.timestamp for hit in found.values() if hit is not None]
+    return from_ms(min(stamps)) if stamps else None
 
 
 # --- reading predictions -------------------------------------------------------------------

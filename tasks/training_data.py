@@ -16,9 +16,20 @@ import numpy as np
 import pandas as pd
 
 from tasks.schema import StreamSchema
-from tasks.windowing import Window
+from tasks.settings import Settings
+from tasks.windowing import Window, windows_in
 
 HOLDOUT_SHARE = 0.25
+
+
+def history_hours(settings: Settings) -> int:
+    """Hours of history a fine-tune looks back on: its replay pool and its long holdout."""
+    return max(settings.replay_hours, settings.long_holdout_hours)
+
+
+def history_windows(settings: Settings, length: timedelta) -> int:
+    """That history as a number of windows of the schema's length."""
+    return windows_in(timedelta(hours=history_hours(settings)), length)
 
 
 def holdout_mask(schema: StreamSchema, frame: pd.DataFrame, seed: int) -> np.ndarray:
@@ -71,8 +82,9 @@ class RecentHistory:
             self._frames.popitem(last=False)
 
     def before(self, window: Window, hours: int) -> pd.DataFrame:
-        """Rows of windows that start in [window.start - hours, window.start)."""
-        earliest = window.start - hours * (window.end - window.start)
+        """Rows of windows that start in [window.start - hours, window.start) (hours of time,
+        whatever the window length)."""
+        earliest = window.start - timedelta(hours=hours)
         parts = [f for w, f in self._frames.items() if earliest <= w.start < window.start]
         parts = [p for p in parts if not p.empty]
         if not parts:
@@ -95,5 +107,5 @@ class RecentHistory:
             window = window.shifted(1)
 
     def covers(self, window: Window, hours: int) -> bool:
-        earliest = window.start - hours * (window.end - window.start)
+        earliest = window.start - timedelta(hours=hours)
         return any(w.start <= earliest for w in self._frames)

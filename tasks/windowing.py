@@ -20,6 +20,7 @@ The rule, per partition (Kafka orders records only within a partition):
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -100,6 +101,28 @@ def windows_between(start: datetime, end: datetime, length: timedelta) -> list[W
 def last_closed(stream_time: datetime, lateness: timedelta, length: timedelta) -> Window:
     """The newest window whose end plus the allowed lateness stream time has passed."""
     return Window.containing(stream_time - lateness, length).shifted(-1)
+
+
+def windows_in(duration: timedelta, length: timedelta) -> int:
+    """How many windows of `length` a duration spans (at least one): settings such as
+    `replay_hours` are durations of time, whatever the schema's window length."""
+    return max(1, math.ceil(duration / length))
+
+
+def skip_empty_stretch(
+    last_done: Window, first_record: datetime | None, lateness: timedelta
+) -> Window | None:
+    """Where the catch-up resumes when nothing was written for a while.
+
+    `first_record` is the earliest Kafka timestamp at or after `last_done.end`. Windows before
+    the one it falls in (less the allowed lateness, since a record may belong to a window up to
+    that much earlier) hold no record, so they count as done: an empty week is not re-read
+    window by window every hour. None when no record follows at all.
+    """
+    if first_record is None:
+        return None
+    first = Window.containing(first_record - lateness, last_done.length)
+    return first.shifted(-1) if first > last_done else last_done
 
 
 def windows_to_catch_up(

@@ -115,3 +115,37 @@ def register_by_hand(
         artifacts={},
     )
     return registry.register_version(settings, schema, ref, lineage, name), ref.model_uri
+
+
+SENSOR = ROOT / "tests" / "fixtures" / "sensor.yaml"
+
+
+def sensor_schema_file(tmp_path: Path, topic: str, name: str) -> Path:
+    """A copy of the 15-minute sensor schema naming its own topic and model."""
+    path = tmp_path / "sensor.yaml"
+    text = SENSOR.read_text().replace("topic: sensor-readings", f"topic: {topic}")
+    path.write_text(text.replace("name: sensor-alarm", f"name: {name}"))
+    return path
+
+
+def sensor_readings(start: datetime, minutes: int, seed: int = 3) -> list[Raw]:
+    """One reading a minute of the sensor stream, its alarms a learnable rule of the values."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(minutes):
+        at = int((start + timedelta(minutes=i)).timestamp() * 1000)
+        temperature = rng.uniform(10, 110)
+        vibration = rng.uniform(0, 1)
+        line = "abc"[rng.randrange(3)]
+        alarm = temperature > 80 or (line == "c" and vibration > 0.7)
+        value = {
+            "ts": at,
+            "temperature": round(temperature, 2),
+            "vibration": round(vibration, 3),
+            "line": line,
+            "status": "alarm" if alarm else "ok",
+        }
+        out.append(Raw(None, json.dumps(value).encode(), at))
+    return out

@@ -98,3 +98,24 @@ def test_the_window_clock_announces_each_closed_window_with_records_once(
     assert all(has_records(settings, schema.topic, w) for w in second)
     assert announce_closed(settings, schema, LATER, emit=lambda _, w: sent.append(w)) == []
     assert len(sent) == len(set(sent))
+
+
+def test_a_week_without_records_does_not_stall_the_catch_up(settings: Settings) -> None:
+    """After an empty stretch longer than one run's cap, the next run reaches the new data."""
+    from flows.finetune import closed_since
+
+    schema = fresh_schema(prefix="gap")
+    ensure_topic(settings, schema.topic)
+    first = SimulationConfig(start=START, hours=24, scenario="none", seed=3)
+    then = SimulationConfig(start=START + timedelta(days=9), hours=24, scenario="none", seed=3)
+    produce(settings, schema.topic, [*generate(first), *generate(then)])
+    done = Window(START + timedelta(hours=16), START + timedelta(hours=17))  # day 1's last hour
+    capped = settings.model_copy(update={"catch_up_max_windows": 5})
+    due, left = closed_since(capped, schema, done, LATER)
+    # Day 10's first daylight hour is 09:00 (its records may sit up to the lateness earlier).
+    assert due[0].start == START + timedelta(days=9, hours=8)
+    assert all(w.start.date() == (START + timedelta(days=9)).date() for w in due)
+    assert len(due) == 5 and left > 0
+    # Nothing new after the newest window done: the empty night is not due again.
+    last = Window(START + timedelta(days=9, hours=16), START + timedelta(days=9, hours=17))
+    assert closed_since(capped, schema, last, LATER) == ([], 0)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from tasks import registry
-from tasks.monitor import epoch_hour, monitor_window
+from tasks.monitor import monitor_window, window_step
 from tasks.schema import decode_record, load_schema
 from tasks.scoring import run_scorer
 from tasks.settings import Settings
@@ -110,7 +110,7 @@ def test_live_accuracy_of_the_serving_version_is_what_its_predictions_scored(
     run = client.get_run(result.run_ids[version])
     assert run.info.run_name == f"serving v{version}"
     assert run.data.tags[registry.SERVING_TAG] == version
-    step = epoch_hour(WINDOW)
+    step = window_step(WINDOW)
     assert registry.serving_metric(settings, run.info.run_id, "live_accuracy") == {
         step: pytest.approx(expected)
     }

@@ -106,3 +106,16 @@ def test_drift_recovery_counts_windows_from_alarm_to_recovery() -> None:
     assert found is not None
     assert found["alarm"] == "w18" and found["recovered"] == "w22" and found["windows"] == 4
     assert drift_recovery([{**r, "concept_drift_alarm": False} for r in rows]) is None
+
+
+def test_recent_history_looks_back_hours_of_time_whatever_the_window_length() -> None:
+    quarter = timedelta(minutes=15)
+    start = datetime(2026, 3, 2, tzinfo=UTC)
+    history = RecentHistory.empty(max_windows=100)
+    for i in range(16):  # four hours of 15-minute windows, one row each
+        window = Window(start + i * quarter, start + (i + 1) * quarter)
+        history.add(window, pd.DataFrame({"_event_ms": [window.start_ms]}))
+    now = Window(start + 16 * quarter, start + 17 * quarter)
+    # Two hours back are eight 15-minute windows, not two.
+    assert len(history.before(now, 2)) == 8
+    assert history.covers(now, 4) and not history.covers(now, 5)

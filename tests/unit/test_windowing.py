@@ -16,6 +16,8 @@ from tasks.windowing import (
     last_closed,
     parse_instant,
     place,
+    skip_empty_stretch,
+    windows_in,
     windows_to_catch_up,
 )
 
@@ -146,3 +148,26 @@ def test_a_long_outage_is_caught_up_oldest_first_over_several_runs() -> None:
 
 def test_with_nothing_done_only_the_newest_closed_window_is_due() -> None:
     assert windows_to_catch_up(None, hour_window(5, 11), limit=10) == ([hour_window(5, 11)], 0)
+
+
+def test_a_duration_spans_whole_windows_of_any_length() -> None:
+    assert windows_in(timedelta(hours=72), timedelta(hours=1)) == 72
+    assert windows_in(timedelta(hours=72), timedelta(minutes=15)) == 288
+    assert windows_in(timedelta(minutes=20), timedelta(minutes=15)) == 2
+    assert windows_in(timedelta(0), timedelta(hours=1)) == 1
+
+
+def test_the_catch_up_skips_an_empty_stretch_to_the_window_of_the_next_record() -> None:
+    hour = timedelta(hours=1)
+    done = Window(datetime(2026, 1, 5, 16, tzinfo=UTC), datetime(2026, 1, 5, 17, tzinfo=UTC))
+    next_record = datetime(2026, 1, 12, 9, 3, tzinfo=UTC)  # a week later
+    resumed = skip_empty_stretch(done, next_record, timedelta(minutes=10))
+    # The record may belong to a window up to the lateness earlier: 08:00 is due, not 09:00.
+    assert resumed == Window(
+        datetime(2026, 1, 12, 7, tzinfo=UTC), datetime(2026, 1, 12, 8, tzinfo=UTC)
+    )
+    due, left = windows_to_catch_up(resumed, Window.containing(next_record, hour), 168)
+    assert [w.start.hour for w in due] == [8, 9] and left == 0
+    # A record right after the last window done skips nothing; no record at all: nothing due.
+    assert skip_empty_stretch(done, done.end, timedelta(minutes=10)) == done
+    assert skip_empty_stretch(done, None, timedelta(minutes=10)) is None
