@@ -99,3 +99,31 @@ def test_cli_says_at_once_that_the_topic_is_missing(
         assert "Traceback" not in done.stderr and "Retry 1/3" not in done.stderr, done.stderr
         said = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
         assert len(said) == 1 and f"topic '{topic}' does not exist" in said[0], done.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["validate", "--hour", HOUR],
+        ["backfill", "--start", "2026-03-02T10:00Z", "--end", "2026-03-02T11:00Z"],
+    ],
+    ids=["validate", "backfill"],
+)
+def test_commands_read_the_schema_option_stream(
+    cli_env: dict[str, str], tmp_path: Path, command: list[str]
+) -> None:
+    """Commands that pass the CLI's settings on read the --schema stream's topic."""
+    schema = missing_topic_schema(tmp_path)
+    topic = load_schema(schema).topic
+    env = {k: v for k, v in cli_env.items() if k != "STREAMTRAIN_SCHEMA"}
+    done = subprocess.run(
+        [STREAMTRAIN, "--schema", str(schema), *command],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    said = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(said) == 1 and f"topic '{topic}' does not exist" in said[0], done.stderr
