@@ -139,3 +139,22 @@ def test_schema_option_reaches_retrain_finetune_fallback_retrain_and_report(
     assert "Alias history" in history and "champion" in history
     moves = as_json(streamtrain(env, "--schema", schema, "model", "history", "--json"))
     assert moves and all(m["at"] in history for m in moves)
+
+
+def test_monitor_uses_the_schema_option_stream(
+    schema_only_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Monitor reads the labels of the --schema stream (here a topic nobody created)."""
+    topic = f"sensor-{uuid.uuid4().hex[:8]}"
+    schema = str(sensor_schema(tmp_path, topic))
+    done = subprocess.run(
+        [STREAMTRAIN, "--schema", schema, "monitor", "--predictions", "p", "--hour", "2026-03-02"],
+        capture_output=True,
+        text=True,
+        env=schema_only_env,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    said = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(said) == 1 and f"topic '{topic}' does not exist" in said[0], done.stderr
