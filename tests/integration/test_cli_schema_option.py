@@ -158,3 +158,25 @@ def test_monitor_uses_the_schema_option_stream(
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     said = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(said) == 1 and f"topic '{topic}' does not exist" in said[0], done.stderr
+
+
+def test_window_human_output_summarises_the_schema_option_stream(
+    settings: Settings, schema_only_env: dict[str, str], tmp_path: Path
+) -> None:
+    topic = f"sensor-{uuid.uuid4().hex[:8]}"
+    schema = str(sensor_schema(tmp_path, topic))
+    ensure_topic(settings, topic)
+    records = sensor_records(START, 60)
+    produce(settings, topic, records)
+    labels = [json.loads(r.value)["status"] for r in records[15:30]]
+    out = streamtrain(schema_only_env, "--schema", schema, "window", "--hour", "2026-03-02T00:20Z")
+    rows = {
+        cells[1].strip(): cells[2].strip()
+        for line in out.stdout.splitlines()
+        if len(cells := line.split("│")) == 4
+    }
+    assert "Window 2026-03-02T00:15Z .. 2026-03-02T00:30Z" in out.stdout
+    assert rows["rows used"] == "15" and rows["duplicates"] == "0" and rows["late"] == "0"
+    assert rows["labels"] == ", ".join(f"{k}: {labels.count(k)}" for k in sorted(set(labels)))
+    assert rows["closed"] == "yes"
+    assert rows["offsets"].startswith(f"{topic}-")  # offsets per partition of its own topic
