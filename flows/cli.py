@@ -23,8 +23,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tasks.errors import InputError
 from tasks.schema import SchemaError, StreamSchema, load_schema
-from tasks.settings import Settings, SettingsError, describe_settings_error, get_settings
+from tasks.settings import (
+    Settings,
+    SettingsError,
+    current_settings,
+    describe_settings_error,
+    get_settings,
+    use_settings,
+)
 
 app = typer.Typer(
     help="Continuous training of ML models from Kafka streams.",
@@ -78,14 +86,19 @@ def explain(exc: BaseException) -> str | None:
     from tasks.registry import LockTimeout, describe_outage
     from tasks.stream import StreamError
 
-    if isinstance(exc, BrokerError | StreamError | SchemaError | LockTimeout):
+    if isinstance(exc, BrokerError | StreamError | InputError | LockTimeout):
         return str(exc)
-    return describe_outage(get_settings(), exc)
+    return describe_outage(current_settings(), exc)
 
 
 @contextmanager
 def expected_errors(runs_flow: bool = False) -> Iterator[None]:
-    """Turn the errors people can act on into one clear line, not a traceback."""
+    """Turn the errors people can act on into one clear line, not a traceback.
+
+    The project's own input errors (`InputError`: a bad option, schema or setting) exit 2;
+    an outage, a missing topic or a held lock exits 1. Anything else is a bug: it keeps its
+    traceback and exits 1, whatever its type (a pydantic, numpy or Keras `ValueError` too).
+    """
     if runs_flow:
         from flows.runtime import prepare_local_prefect
 
@@ -95,9 +108,7 @@ def expected_errors(runs_flow: bool = False) -> Iterator[None]:
         yield
     except Exception as exc:
         if (message := explain(exc)) is not None:
-            fail(message)
-        if isinstance(exc, ValueError):
-            fail(str(exc), code=2)
+            fail(message, code=2 if isinstance(exc, InputError) else 1)
         raise
 
 
@@ -168,6 +179,8 @@ def main(
         fail(describe_settings_error(exc), code=2)
     except PydanticSettingsError as exc:  # a list or tuple variable that is not JSON
         fail(f"invalid settings: {exc}; lists are written as JSON, e.g. [32, 16]", code=2)
+    # Every flow run this command starts in-process uses these settings, not the environment's.
+    ctx.with_resource(use_settings(settings))
     ctx.obj = Context(settings=settings)
 
 
@@ -341,7 +354,7 @@ def write_rows(frame: Any, output: Path) -> None:
     elif output.suffix == ".csv":
         rows.to_csv(output, index=False)
     else:
-        raise ValueError(f"--output must end in .parquet or .csv, not '{output.suffix}'")
+        raise InputError(f"--output must end in .parquet or .csv, not '{output.suffix}'")
 
 
 def print_window_summary(summary: dict[str, Any]) -> None:
@@ -625,7 +638,7 @@ def model_history(ctx: typer.Context, as_json: bool = JsonOption) -> None:
             table.add_column(column)
         for m in moves:
             table.add_row(
-                str(m["time"]),
+                str(m["at"]),
                 m["alias"],
                 m["from_version"] or "-",
                 m["to_version"] or "-",

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 
 from tasks.cycle import CycleContext, CycleResult
 from tasks.schema import load_schema
-from tasks.settings import Settings, get_settings
-from tasks.stages import Stages
+from tasks.settings import Settings, current_settings
+from tasks.stages import RetryPolicy, Stages
 
 
 def cycle_context(as_tasks: bool, settings: Settings | None = None) -> CycleContext:
-    settings = settings or get_settings()
+    settings = settings or current_settings()
     configure_environment(settings)  # a flow run started by a worker gets the same quiet logs
     schema = load_schema(settings.schema_path)
     settings.check_window(schema.window)
-    return CycleContext(settings=settings, schema=schema, stages=Stages(as_tasks=as_tasks))
+    stages = Stages(as_tasks=as_tasks, retry=RetryPolicy(settings.stage_retry_delays_s))
+    return CycleContext(settings=settings, schema=schema, stages=stages)
 
 
 def cycle_markdown(result: CycleResult, run_link: str | None = None) -> str:
@@ -181,8 +182,10 @@ def quiet_libraries() -> None:
 def training_slot(settings: Settings, model_name: str) -> Iterator[None]:
     """One training run per model across machines: a Prefect global concurrency limit.
 
-    Only under a Prefect server (`streamtrain up` creates the limit); the training lock in
-    `tasks.registry` still excludes runs on one machine, with or without a server.
+    Only under a Prefect server; the training lock in `tasks.registry` still excludes runs on
+    one machine, with or without a server. A limit that does not exist yet (a server that
+    `streamtrain up` did not set up) is created with one slot rather than skipped: Prefect's
+    `strict=False` would run the block without any limit and only log a warning.
     """
     if not settings.prefect_api_url:
         yield
@@ -191,12 +194,34 @@ def training_slot(settings: Settings, model_name: str) -> Iterator[None]:
 
     from tasks.stack import training_limit_name
 
-    with concurrency(training_limit_name(model_name), occupy=1, strict=False):
+    name = training_limit_name(model_name)
+    ensure_training_limit(name)
+    with concurrency(name, occupy=1, strict=True):
         yield
 
 
+def ensure_training_limit(name: str) -> None:
+    """Create the global concurrency limit `name` with one slot unless it exists."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with suppress(ObjectAlreadyExists):  # another run created it meanwhile
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1)
+                )
+
+
 def request_retrain(ctx: CycleContext, until: datetime, trigger: str) -> None:
-    """Start a full retrain: through the deployment under a server, else in this process."""
+    """Start a full retrain: through the deployment under a server, else in this process.
+
+    In this process it runs like the `retrain` flow, inside the training slot and the lock,
+    so that it never overlaps another training run of the model on any machine.
+    """
     import logging
 
     from tasks.cycle import retrain_until
@@ -217,7 +242,10 @@ def request_retrain(ctx: CycleContext, until: datetime, trigger: str) -> None:
             return
         except Exception as exc:  # the deployment may not exist: fall back, say why
             log.warning("Could not start the retrain deployment (%s); retraining here", exc)
-    with training_lock(ctx.settings, ctx.model_name, timeout_s=1800):
+    with (
+        training_slot(ctx.settings, ctx.model_name),
+        training_lock(ctx.settings, ctx.model_name, timeout_s=1800),
+    ):
         result = retrain_until(ctx, until, trigger=trigger)
     publish_cycle(ctx, result)
 

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from tasks import registry
+from tasks.errors import InputError
 from tasks.schema import MalformedRecord, StreamSchema, parse_event_time
 from tasks.settings import Settings
 from tasks.stream import read_predictions, read_window
@@ -91,7 +92,7 @@ class MonitorResult:
 def labels_by_key(schema: StreamSchema, labelled: pd.DataFrame) -> dict[JoinKey, Any]:
     """The label of each (key, event time) of a window frame (as `read_window` returns it)."""
     if schema.key is None:
-        raise ValueError(f"schema {schema.name} has no key: predictions cannot be joined")
+        raise InputError(f"schema {schema.name} has no key: predictions cannot be joined")
     keys = labelled[schema.key].astype(str)
     times = labelled["_event_ms"].astype("int64")
     return dict(zip(zip(keys, times, strict=True), labelled[schema.label.field], strict=True))

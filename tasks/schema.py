@@ -25,12 +25,14 @@ from pydantic import (
     model_validator,
 )
 
+from tasks.errors import InputError
+
 Scalar = int | str
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class SchemaError(ValueError):
+class SchemaError(InputError):
     """A schema file that cannot be used; the message names the file, field and problem."""
 
 

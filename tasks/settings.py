@@ -10,7 +10,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tasks.errors import InputError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,6 +132,12 @@ class Settings(BaseSettings):
         description="Closed windows one scheduled fine-tune run catches up at most (oldest first).",
     )
     window_clock_poll_s: float = Field(default=5.0, gt=0)
+    stage_retry_delays_s: tuple[float, ...] = Field(
+        default=(2.0, 10.0, 30.0),
+        min_length=1,
+        description="Seconds before each retry of a step that does I/O (the last one repeats), "
+        "the same under Prefect and in a replay; tests shorten them.",
+    )
 
     # --- test hooks ----------------------------------------------------------------------
     fault_kill_at: Literal["after_read", "during_fit", "after_register"] | None = Field(
@@ -358,7 +368,7 @@ class Settings(BaseSettings):
         return config
 
 
-class SettingsError(ValueError):
+class SettingsError(InputError):
     """Settings that cannot work; the message names the variable and the problem."""
 
 
@@ -415,3 +425,24 @@ def describe_settings_error(exc: ValidationError) -> str:
 def get_settings(**overrides: object) -> Settings:
     """Read settings from the environment, with explicit overrides (CLI options) on top."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+
+
+# The settings of the command running in this process (its --schema and every other option),
+# for the flow runs it starts: flow parameters stay plain JSON for deployments, so the
+# settings travel beside them. A worker's run has none set and reads the environment.
+_RUN_SETTINGS: ContextVar[Settings | None] = ContextVar("streamtrain_settings", default=None)
+
+
+@contextmanager
+def use_settings(settings: Settings) -> Iterator[Settings]:
+    """Inside this block, `current_settings()` is `settings` (the CLI sets it per command)."""
+    token = _RUN_SETTINGS.set(settings)
+    try:
+        yield settings
+    finally:
+        _RUN_SETTINGS.reset(token)
+
+
+def current_settings() -> Settings:
+    """The settings of this run: the starting command's, else read from the environment."""
+    return _RUN_SETTINGS.get() or get_settings()

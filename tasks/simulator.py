@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property, lru_cache
 from typing import Any
 
+from tasks.errors import InputError
+
 SCENARIOS = ("none", "sudden", "gradual", "recurring", "new-stores", "corrupt")
 CORRUPTIONS = (
     "not_json",
@@ -128,24 +130,24 @@ class SimulationConfig:
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
-            raise ValueError(f"unknown scenario {self.scenario!r}; choose one of {SCENARIOS}")
+            raise InputError(f"unknown scenario {self.scenario!r}; choose one of {SCENARIOS}")
         for name in ("start", "drift_at"):
             stamp = getattr(self, name)
             if stamp is not None and stamp.tzinfo is None:
-                raise ValueError(f"{name} must be timezone-aware (UTC), got {stamp}")
+                raise InputError(f"{name} must be timezone-aware (UTC), got {stamp}")
             if stamp is not None:  # hours and days are UTC; keep one clock throughout
                 object.__setattr__(self, name, stamp.astimezone(UTC))
         if self.start != self.start.replace(minute=0, second=0, microsecond=0):
-            raise ValueError(f"start must be on the hour, got {self.start.isoformat()}")
+            raise InputError(f"start must be on the hour, got {self.start.isoformat()}")
         if self.hours < 0 or self.stores < 1 or self.new_stores < 0:
-            raise ValueError("hours and new_stores must be >= 0 and stores >= 1")
+            raise InputError("hours and new_stores must be >= 0 and stores >= 1")
         if not 0 <= self.first_daylight_hour < self.first_daylight_hour + self.daylight_hours <= 24:
-            raise ValueError("daylight hours must be a non-empty range inside 0..23")
+            raise InputError("daylight hours must be a non-empty range inside 0..23")
         for name in ("corrupt_share", "label_noise", "out_of_order_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1")
+                raise InputError(f"{name} must be between 0 and 1")
         if self.drift_period <= timedelta(0) or self.max_lateness < timedelta(0):
-            raise ValueError("drift_period must be positive and max_lateness not negative")
+            raise InputError("drift_period must be positive and max_lateness not negative")
 
     @cached_property  # rules_at asks once per record
     def drift_time(self) -> datetime:

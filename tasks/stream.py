@@ -21,6 +21,7 @@ import pandas as pd
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from tasks.errors import FinalError
 from tasks.schema import MalformedRecord, StreamSchema, decode_record, parse_event_time
 from tasks.settings import Settings
 from tasks.windowing import (
@@ -41,6 +42,10 @@ ROW_META = ("_event_ms", "_partition", "_offset")
 
 class StreamError(RuntimeError):
     """Kafka could not be used (unreachable cluster, missing topic); the message says why."""
+
+
+class MissingTopic(StreamError, FinalError):
+    """The topic does not exist: final at once, a retry would only wait to say so again."""
 
 
 class OutgoingRecord(Protocol):
@@ -345,7 +350,7 @@ def _read_into(
     window = manifest.window
     found_partitions = consumer.partitions_for_topic(topic)
     if not found_partitions:
-        raise StreamError(f"topic '{topic}' does not exist on {settings.bootstrap_servers}")
+        raise MissingTopic(f"topic '{topic}' does not exist on {settings.bootstrap_servers}")
     partitions = [TopicPartition(topic, p) for p in sorted(found_partitions)]
     consumer.assign(partitions)
     scan_from = window.start_ms - settings.max_clock_skew_s * 1000
@@ -577,7 +582,7 @@ def read_predictions(
     with window_reader(settings) as consumer:
         found = consumer.partitions_for_topic(topic)
         if not found:
-            raise StreamError(f"topic '{topic}' does not exist on {settings.bootstrap_servers}")
+            raise MissingTopic(f"topic '{topic}' does not exist on {settings.bootstrap_servers}")
         partitions = [TopicPartition(topic, p) for p in sorted(found)]
         consumer.assign(partitions)
         starts = consumer.offsets_for_times(

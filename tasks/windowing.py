@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from tasks.errors import InputError
+
 
 def to_ms(moment: datetime) -> int:
     if moment.tzinfo is None:
@@ -48,7 +50,7 @@ def parse_instant(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{text!r} is not an ISO 8601 time such as 2026-01-05T10:00Z") from None
+        raise InputError(f"{text!r} is not an ISO 8601 time such as 2026-01-05T10:00Z") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 

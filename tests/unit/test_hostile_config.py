@@ -268,3 +268,26 @@ def test_a_held_training_lock_is_reported_in_one_line(capsys: pytest.CaptureFixt
         raise LockTimeout(message)
     assert caught.value.exit_code == 1
     assert_one_line(capsys.readouterr().err, message)
+
+
+def test_only_the_projects_input_errors_exit_2_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import typer
+
+    from flows.cli import expected_errors
+    from tasks.windowing import parse_instant
+
+    with pytest.raises(typer.Exit) as caught, expected_errors():
+        parse_instant("yesterday at ten")
+    assert caught.value.exit_code == 2
+    assert_one_line(capsys.readouterr().err, "'yesterday at ten' is not an ISO 8601 time")
+
+
+def test_any_other_value_error_is_a_bug_and_keeps_its_traceback() -> None:
+    import numpy as np
+
+    from flows.cli import expected_errors
+
+    with pytest.raises(ValueError, match="could not be broadcast"), expected_errors():
+        np.zeros(3) + np.zeros(2)  # a bug deep in the numbers, not bad input
