@@ -35,6 +35,10 @@ class StreamError(RuntimeError):
     """Kafka could not be used (unreachable cluster, missing topic); the message says why."""
 
 
+class DeadLetterError(StreamError):
+    """Dead letters the broker did not acknowledge: their source offsets must not be committed."""
+
+
 class OutgoingRecord(Protocol):
     @property
     def key(self) -> bytes | None: ...
@@ -221,8 +225,10 @@ def produce(
 
 
 def dead_letter(settings: Settings, schema: StreamSchema, items: list[SetAside]) -> int:
-    """Send set-aside records to the dead-letter topic with their reason and source offset.
+    """Send set-aside records to the dead-letter topic and wait for the broker's acks.
 
+    Raises `DeadLetterError` when any was not written: the dead letter may be a bad record's
+    only copy once its input offset is committed, so the caller must not commit past it.
     The dead-letter topic is at-least-once: re-reading a window sends its set-aside records
     again; the `source` block (topic, partition, offset) identifies repeats.
     """
@@ -231,21 +237,35 @@ def dead_letter(settings: Settings, schema: StreamSchema, items: list[SetAside])
     topic = schema.dead_letter_topic(settings.dead_letter_topic)
     ensure_topic(settings, topic, partitions=1)
     with producer(settings) as client:
-        for item in items:
-            headers = [
-                ("source-topic", schema.topic.encode()),
-                ("source-partition", str(item.partition).encode()),
-                ("source-offset", str(item.offset).encode()),
-                ("reason", item.kind.encode()),
-            ]
+        futures = [
             client.send(
                 topic,
                 key=item.key,
                 value=_envelope(schema, item),
-                headers=headers,
+                headers=_dead_letter_headers(schema, item),
                 timestamp_ms=item.timestamp_ms,
             )
+            for item in items
+        ]
+        client.flush()
+    failed = [(item, f.exception) for item, f in zip(items, futures, strict=True) if f.failed()]
+    if failed:
+        first, exc = failed[0]
+        raise DeadLetterError(
+            f"{len(failed)} of {len(items)} dead letters were not written to '{topic}' "
+            f"(first: {schema.topic}-{first.partition} offset {first.offset}: "
+            f"{type(exc).__name__}: {exc})"
+        )
     return len(items)
+
+
+def _dead_letter_headers(schema: StreamSchema, item: SetAside) -> list[tuple[str, bytes]]:
+    return [
+        ("source-topic", schema.topic.encode()),
+        ("source-partition", str(item.partition).encode()),
+        ("source-offset", str(item.offset).encode()),
+        ("reason", item.kind.encode()),
+    ]
 
 
 # Kafka's default limit on one record is 1 MB, and an envelope escapes its value (up to 12
