@@ -377,7 +377,11 @@ def _read_into(
         if tp not in scans:  # nothing to read here: park it at its end
             consumer.seek(tp, ends[tp])
     _scan(settings, schema, consumer, scans, ends, manifest, candidates, require_label)
-    manifest.closed = bool(scans) and all(scan.stopped for scan in scans.values())
+    # Closed when every partition that holds records has passed the window's end plus the
+    # lateness; one whose records all precede the window (no scan) is behind, not done.
+    firsts = consumer.beginning_offsets(partitions)
+    holding = [tp for tp in partitions if ends[tp] > firsts[tp]]
+    manifest.closed = bool(holding) and all(tp in scans and scans[tp].stopped for tp in holding)
 
 
 def _scan(
@@ -516,24 +520,44 @@ def topic_size(settings: Settings, topic: str) -> int:
 
 
 def latest_timestamp(settings: Settings, topic: str) -> datetime | None:
-    """The newest record timestamp on the topic (the stream's event-time watermark), or None.
+    """The newest record timestamp on the topic (how far its fastest partition got), or None.
 
-    Reads only the last record of each partition. Producers stamp records with their event
-    time, so this is how far the stream's time has got.
+    For where a live simulation continues; whether a window is closed is `watermark`'s call.
+    """
+    tails = partition_tails(settings, topic)
+    return from_ms(max(tails.values())) if tails else None
+
+
+def watermark(settings: Settings, topic: str) -> datetime | None:
+    """The stream's event-time watermark: the slowest partition's newest timestamp, or None.
+
+    Only partitions that hold records count. A window is closed when this has passed its end
+    plus the allowed lateness: a partition behind the others may still deliver its records.
+    """
+    tails = partition_tails(settings, topic)
+    return from_ms(min(tails.values())) if tails else None
+
+
+def partition_tails(settings: Settings, topic: str) -> dict[int, int]:
+    """Each partition's last record timestamp (ms), for the partitions that hold records.
+
+    Producers stamp records with their event time, so this is how far each partition's time
+    has got. Reads only the last record of each partition.
     """
     with window_reader(settings) as consumer:
         tps = _partitions(consumer, topic)
+        firsts = consumer.beginning_offsets(tps)
         ends = consumer.end_offsets(tps)
-        tails = {tp: end for tp, end in ends.items() if end > 0}
+        tails = {tp: end for tp, end in ends.items() if end > firsts[tp]}
         if not tails:
-            return None
+            return {}
         consumer.assign(list(tails))
         for tp, end in tails.items():
             consumer.seek(tp, end - 1)
-        newest = max(
-            r.timestamp for r in _until_ends(settings, consumer, tails, "the stream's end")
-        )
-    return from_ms(newest)
+        last: dict[int, int] = {}
+        for record in _until_ends(settings, consumer, tails, "the stream's end"):
+            last[record.partition] = record.timestamp
+    return last
 
 
 def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
