@@ -224,7 +224,7 @@ def kafka_start(
     port: int | None = typer.Option(None, "--port", help="Broker port (STREAMTRAIN_KAFKA_PORT)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Start the embedded single-node KRaft broker (harmless when it already runs)."""
+    """Start the embedded single-node KRaft broker (harmless when it already runs on the port)."""
     from tasks.broker import start_broker
 
     settings = _ctx(ctx).settings
@@ -236,12 +236,18 @@ def kafka_start(
 
 
 @kafka_app.command("stop")
-def kafka_stop(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+def kafka_stop(
+    ctx: typer.Context,
+    port: int | None = typer.Option(
+        None, "--port", help="Stop only a broker on this port (default: whichever runs)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
     """Stop the embedded broker cleanly."""
     from tasks.broker import stop_broker
 
     with expected_errors():
-        stopped = stop_broker(_ctx(ctx).settings)
+        stopped = stop_broker(_ctx(ctx).settings, port=port)
     emit(
         {"stopped": stopped},
         as_json,

@@ -17,7 +17,7 @@ from tasks.cycle import CycleContext, CycleResult, finetune_window
 from tasks.registry import last_finetuned_window, training_lock
 from tasks.schema import StreamSchema
 from tasks.settings import Settings
-from tasks.stream import first_timestamp_from, latest_timestamp
+from tasks.stream import first_timestamp_from, watermark
 from tasks.windowing import (
     Window,
     last_closed,
@@ -36,11 +36,12 @@ def closed_since(
     settings: Settings, schema: StreamSchema, last_done: Window | None, now: datetime
 ) -> tuple[list[Window], int]:
     """Closed windows after `last_done`, oldest first and capped, with how many are left."""
-    stream_time = latest_timestamp(settings, schema.topic)
+    stream_time = watermark(settings, schema.topic)
     if stream_time is None:
         return [], 0
     # The stream's time, not the wall clock, closes a window: a replayed or simulated stream
-    # lives in its own time, and a window still being written must not be trained on.
+    # lives in its own time, and a window still being written must not be trained on. The
+    # slowest partition's time: a partition behind the others still has on-time records.
     lateness = timedelta(seconds=settings.allowed_lateness_s)
     closed = last_closed(min(now, stream_time), lateness, schema.window)
     if last_done is not None:

@@ -94,11 +94,12 @@ def _cell(value: object) -> object:
 
 
 def stream_now(ctx: CycleContext, now: datetime) -> datetime:
-    """The stream's present: the wall clock, or the newest record's time if that is older."""
-    from tasks.stream import latest_timestamp
+    """The stream's present: the wall clock, or the stream's watermark (the slowest partition
+    with data) if that is older."""
+    from tasks.stream import watermark
 
-    newest = latest_timestamp(ctx.settings, ctx.schema.topic)
-    return min(now, newest) if newest else now
+    slowest = watermark(ctx.settings, ctx.schema.topic)
+    return min(now, slowest) if slowest else now
 
 
 def configure_environment(settings: Settings) -> None:

@@ -80,14 +80,48 @@ def start_broker(settings: Settings) -> BrokerStatus:
     node = single_node(settings)
     if _running_pid(node.home) is None:
         _start_nodes(settings, [node], settings.kafka_dir / "cluster.id", brokers=1)
+    else:
+        _check_running_port(node.home, settings.kafka_port, "is asked to start on")
     return _node_status(node)
 
 
-def stop_broker(settings: Settings, timeout_s: float = 30) -> bool:
-    """Stop the embedded broker cleanly (SIGKILL after `timeout_s`); True if one was running."""
+def stop_broker(settings: Settings, timeout_s: float = 30, port: int | None = None) -> bool:
+    """Stop the embedded broker cleanly (SIGKILL after `timeout_s`); True if one was running.
+
+    With `port`, only a broker on that port: one of the same home on another port is an error.
+    """
     if not settings.embedded_kafka:
         return False
+    if port is not None and _running_pid(settings.kafka_dir) is not None:
+        _check_running_port(settings.kafka_dir, port, "was asked to stop on")
     return _stop_homes([settings.kafka_dir], timeout_s)
+
+
+def running_bootstrap(home: Path) -> str | None:
+    """host:port of the broker running from `home`, from the config it was started with."""
+    if _running_pid(home) is None:
+        return None
+    properties = home / PROPERTIES_FILE
+    for line in properties.read_text().splitlines() if properties.exists() else ():
+        key, _, value = line.partition("=")
+        if key.strip() == "listeners":
+            for listener in value.split(","):
+                name, _, address = listener.strip().partition("://")
+                if name == "PLAINTEXT":
+                    return address
+    return None
+
+
+def _check_running_port(home: Path, port: int, asked: str) -> None:
+    """One broker per home: refuse a port other than the one the running broker listens on."""
+    running = running_bootstrap(home)
+    if running is None or running.rpartition(":")[2] == str(port):
+        return
+    found = running.rpartition(":")[2]
+    raise BrokerError(
+        f"the broker of {home} runs on port {found} ({running}), not on port {port} it {asked}; "
+        f"use --port {found}, or `streamtrain kafka stop --port {found}` first"
+    )
 
 
 def broker_status(settings: Settings) -> BrokerStatus:
@@ -291,10 +325,12 @@ def _answers(
 
 
 def _node_status(node: NodeConfig) -> BrokerStatus:
+    """The node's process and health, at the address the running broker really listens on."""
     pid = _running_pid(node.home)
-    answering = pid is not None and _answers(node.bootstrap)
+    bootstrap = (running_bootstrap(node.home) if pid is not None else None) or node.bootstrap
+    answering = pid is not None and _answers(bootstrap)
     return BrokerStatus(
-        pid is not None, pid, node.bootstrap, node.log_file, node.data_dir, True, answering
+        pid is not None, pid, bootstrap, node.log_file, node.data_dir, True, answering
     )
 
 

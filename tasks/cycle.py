@@ -61,6 +61,12 @@ class CycleContext:
         return self.schema.name
 
 
+OPEN_WINDOW = (
+    "trained before every partition had passed the window's end plus the allowed lateness: "
+    "a lagging partition's on-time records may still arrive"
+)
+
+
 @dataclass
 class CycleResult:
     """One row of `streamtrain report`: what a cycle read, measured and decided."""
@@ -90,6 +96,7 @@ class CycleResult:
     drift_table: list[dict[str, Any]] = field(default_factory=list)
     run_id: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    window_closed: bool = True  # every partition with data had passed the window when read
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -255,7 +262,7 @@ def register_and_decide(
             "streamtrain.window_end": format_instant(window.end),
             "streamtrain.decision": verdict,
             "streamtrain.trigger": trigger,
-            "streamtrain.reasons": json.dumps(list(decision.reasons))[:4900],
+            "streamtrain.reasons": json.dumps([*_read_notes(result), *decision.reasons])[:4900],
             **_report_tags(result),
         },
         model=model,
@@ -392,6 +399,9 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
         retries=3,
     )
     result = _base_result("finetune", window, read, trigger)
+    if not read.manifest.closed:  # e.g. run by hand: a lagging partition may still send rows
+        result.window_closed = False
+        result.reasons.append(OPEN_WINDOW)
     history = recent_rows(ctx, window, history_hours(settings))
     faults.checkpoint(settings, "after_read")
     rows, validation = _validated(ctx, read, result)
@@ -770,8 +780,14 @@ def _check_artifacts(
     return out
 
 
+def _read_notes(result: CycleResult) -> list[str]:
+    """What the report must say about the read itself, beside the gate's reasons."""
+    return [] if result.window_closed else [OPEN_WINDOW]
+
+
 def _report_tags(result: CycleResult) -> dict[str, str]:
     return {
+        "report.window_closed": str(result.window_closed).lower(),
         "report.data_drift": result.data_drift,
         "report.concept_drift_alarm": str(result.concept_drift_alarm).lower(),
         "report.retrain_triggered": str(result.retrain_triggered).lower(),

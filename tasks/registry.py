@@ -880,6 +880,7 @@ def cycle_runs(settings: Settings, name: str) -> list[dict[str, Any]]:
                     "retrain_triggered": tags.get("report.retrain_triggered") == "true",
                     "quarantined": int(tags.get("report.quarantined", "0")),
                     "rejected": tags.get("report.rejected") == "true",
+                    "window_closed": tags.get("report.window_closed") != "false",
                 }
             )
         token = page.token

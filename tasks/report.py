@@ -25,6 +25,7 @@ REPORT_FIELDS = (
     "retrain_triggered",
     "quarantined",
     "rejected",
+    "window_closed",
 )
 
 

@@ -1,8 +1,9 @@
 """The streaming scorer: score feature records with the champion as they arrive.
 
 A consumer-group service (instances share the input partitions). Each polled batch is decoded,
-predicted at once, written to the predictions topic and acknowledged by the broker before its
-offsets are committed: at-least-once, a re-scored record repeats its input offset. A watcher
+predicted at once, written to the predictions topic (its bad records to the dead-letter topic)
+and acknowledged by the broker before its offsets are committed: at-least-once, a re-scored
+record repeats its input offset, and a batch whose dead letters failed is not committed. A watcher
 thread follows the registry's `champion` alias and loads new versions off the hot path.
 """
 
@@ -434,7 +435,7 @@ def _await_champion(
 
 
 class _Loop:
-    """poll -> decode -> predict -> produce -> flush (acks) -> dead-letter -> commit."""
+    """poll -> decode -> predict -> produce -> flush (acks) -> dead-letter (acks) -> commit."""
 
     def __init__(
         self,
@@ -529,6 +530,7 @@ class _Loop:
         self.tally.latencies.extend(acked_ms - s.timestamp_ms for s in batch.sources)
         if batch.set_aside:
             # The envelope's source topic is the schema's: name the input topic there instead.
+            # A DeadLetterError leaves the batch uncommitted: a restart dead-letters it again.
             source_schema = self.schema.model_copy(update={"topic": records[0].topic})
             self.tally.dead_lettered += dead_letter(self.settings, source_schema, batch.set_aside)
         offsets = commit_offsets(records)

@@ -48,6 +48,10 @@ class MissingTopic(StreamError, FinalError):
     """The topic does not exist: final at once, a retry would only wait to say so again."""
 
 
+class DeadLetterError(StreamError):
+    """Dead letters the broker did not acknowledge: their source offsets must not be committed."""
+
+
 class OutgoingRecord(Protocol):
     @property
     def key(self) -> bytes | None: ...
@@ -234,8 +238,10 @@ def produce(
 
 
 def dead_letter(settings: Settings, schema: StreamSchema, items: list[SetAside]) -> int:
-    """Send set-aside records to the dead-letter topic with their reason and source offset.
+    """Send set-aside records to the dead-letter topic and wait for the broker's acks.
 
+    Raises `DeadLetterError` when any was not written: the dead letter may be a bad record's
+    only copy once its input offset is committed, so the caller must not commit past it.
     The dead-letter topic is at-least-once: re-reading a window sends its set-aside records
     again; the `source` block (topic, partition, offset) identifies repeats.
     """
@@ -244,21 +250,35 @@ def dead_letter(settings: Settings, schema: StreamSchema, items: list[SetAside])
     topic = schema.dead_letter_topic(settings.dead_letter_topic)
     ensure_topic(settings, topic, partitions=1)
     with producer(settings) as client:
-        for item in items:
-            headers = [
-                ("source-topic", schema.topic.encode()),
-                ("source-partition", str(item.partition).encode()),
-                ("source-offset", str(item.offset).encode()),
-                ("reason", item.kind.encode()),
-            ]
+        futures = [
             client.send(
                 topic,
                 key=item.key,
                 value=_envelope(schema, item),
-                headers=headers,
+                headers=_dead_letter_headers(schema, item),
                 timestamp_ms=item.timestamp_ms,
             )
+            for item in items
+        ]
+        client.flush()
+    failed = [(item, f.exception) for item, f in zip(items, futures, strict=True) if f.failed()]
+    if failed:
+        first, exc = failed[0]
+        raise DeadLetterError(
+            f"{len(failed)} of {len(items)} dead letters were not written to '{topic}' "
+            f"(first: {schema.topic}-{first.partition} offset {first.offset}: "
+            f"{type(exc).__name__}: {exc})"
+        )
     return len(items)
+
+
+def _dead_letter_headers(schema: StreamSchema, item: SetAside) -> list[tuple[str, bytes]]:
+    return [
+        ("source-topic", schema.topic.encode()),
+        ("source-partition", str(item.partition).encode()),
+        ("source-offset", str(item.offset).encode()),
+        ("reason", item.kind.encode()),
+    ]
 
 
 # Kafka's default limit on one record is 1 MB, and an envelope escapes its value (up to 12
@@ -370,7 +390,11 @@ def _read_into(
         if tp not in scans:  # nothing to read here: park it at its end
             consumer.seek(tp, ends[tp])
     _scan(settings, schema, consumer, scans, ends, manifest, candidates, require_label)
-    manifest.closed = bool(scans) and all(scan.stopped for scan in scans.values())
+    # Closed when every partition that holds records has passed the window's end plus the
+    # lateness; one whose records all precede the window (no scan) is behind, not done.
+    firsts = consumer.beginning_offsets(partitions)
+    holding = [tp for tp in partitions if ends[tp] > firsts[tp]]
+    manifest.closed = bool(holding) and all(tp in scans and scans[tp].stopped for tp in holding)
 
 
 def _scan(
@@ -509,24 +533,44 @@ def topic_size(settings: Settings, topic: str) -> int:
 
 
 def latest_timestamp(settings: Settings, topic: str) -> datetime | None:
-    """The newest record timestamp on the topic (the stream's event-time watermark), or None.
+    """The newest record timestamp on the topic (how far its fastest partition got), or None.
 
-    Reads only the last record of each partition. Producers stamp records with their event
-    time, so this is how far the stream's time has got.
+    For where a live simulation continues; whether a window is closed is `watermark`'s call.
+    """
+    tails = partition_tails(settings, topic)
+    return from_ms(max(tails.values())) if tails else None
+
+
+def watermark(settings: Settings, topic: str) -> datetime | None:
+    """The stream's event-time watermark: the slowest partition's newest timestamp, or None.
+
+    Only partitions that hold records count. A window is closed when this has passed its end
+    plus the allowed lateness: a partition behind the others may still deliver its records.
+    """
+    tails = partition_tails(settings, topic)
+    return from_ms(min(tails.values())) if tails else None
+
+
+def partition_tails(settings: Settings, topic: str) -> dict[int, int]:
+    """Each partition's last record timestamp (ms), for the partitions that hold records.
+
+    Producers stamp records with their event time, so this is how far each partition's time
+    has got. Reads only the last record of each partition.
     """
     with window_reader(settings) as consumer:
         tps = _partitions(consumer, topic)
+        firsts = consumer.beginning_offsets(tps)
         ends = consumer.end_offsets(tps)
-        tails = {tp: end for tp, end in ends.items() if end > 0}
+        tails = {tp: end for tp, end in ends.items() if end > firsts[tp]}
         if not tails:
-            return None
+            return {}
         consumer.assign(list(tails))
         for tp, end in tails.items():
             consumer.seek(tp, end - 1)
-        newest = max(
-            r.timestamp for r in _until_ends(settings, consumer, tails, "the stream's end")
-        )
-    return from_ms(newest)
+        last: dict[int, int] = {}
+        for record in _until_ends(settings, consumer, tails, "the stream's end"):
+            last[record.partition] = record.timestamp
+    return last
 
 
 def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:

@@ -62,6 +62,24 @@ def dead_letters(settings: Settings, schema: StreamSchema) -> list[dict[str, Any
     return read_json(settings, schema.dead_letter_topic())
 
 
+def limit_record_size(settings: Settings, topic: str, max_bytes: int) -> None:
+    """Create `topic`, or change it, so that the broker refuses any batch over `max_bytes`."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from tasks.stream import ensure_topic
+
+    ensure_topic(settings, topic, partitions=1)
+    admin = KafkaAdminClient(**settings.kafka_client_config())
+    try:
+        resource = ConfigResource(
+            ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": str(max_bytes)}
+        )
+        admin.alter_configs([resource])
+    finally:
+        admin.close()
+
+
 def read_topic(settings: Settings, topic: str, timeout_s: float = 60) -> list[Any]:
     """Every record the topic holds now, partition by partition (none when it does not exist)."""
     consumer = KafkaConsumer(**settings.kafka_client_config(), group_id=None)

@@ -161,3 +161,43 @@ def test_broker_not_up_in_time_is_stopped_and_its_log_quoted(tmp_path: Path) -> 
     assert str(settings.kafka_dir / "logs" / "server.log") in message
     assert java_processes_under(tmp_path) == []
     assert not (settings.kafka_dir / "broker.pid").exists()
+
+
+def test_cli_refuses_a_second_port_for_a_running_broker_and_status_names_the_real_one(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    from tests.integration.helpers import ROOT
+
+    port, other, controller = free_ports(3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMTRAIN_", "KAFKA_"))}
+    env |= {"STREAMTRAIN_HOME": str(tmp_path), "STREAMTRAIN_KAFKA_CONTROLLER_PORT": str(controller)}
+
+    def kafka(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [str(ROOT / ".venv" / "bin" / "streamtrain"), "kafka", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
+
+    started = kafka("start", "--port", str(port))
+    try:
+        assert started.returncode == 0, started.stderr
+        assert f"running at 127.0.0.1:{port}" in started.stdout
+
+        second = kafka("start", "--port", str(other))
+        assert second.returncode == 1
+        assert len(second.stderr.strip().splitlines()) == 1
+        assert f"runs on port {port}" in second.stderr and "Traceback" not in second.stderr
+        with socket.socket() as probe:  # nothing was started on the other port
+            assert probe.connect_ex(("127.0.0.1", other)) != 0
+
+        status = kafka("status")  # the configured port is the default 9092, not the broker's
+        assert status.returncode == 0 and f"running at 127.0.0.1:{port}" in status.stdout
+        assert f'"bootstrap": "127.0.0.1:{port}"' in kafka("status", "--json").stdout
+
+        wrong = kafka("stop", "--port", str(other))
+        assert wrong.returncode == 1 and f"runs on port {port}" in wrong.stderr
+        assert "running" in kafka("status").stdout
+    finally:
+        stopped = kafka("stop", "--port", str(port))
+    assert stopped.returncode == 0 and "Kafka broker stopped." in stopped.stdout
+    assert "stopped" in kafka("status").stdout

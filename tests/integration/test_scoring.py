@@ -30,7 +30,7 @@ from tasks.scoring import ScorerStats, default_group_id, run_scorer
 from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
 from tasks.stream import ensure_topic, produce
-from tests.integration.helpers import read_topic, register_by_hand
+from tests.integration.helpers import limit_record_size, read_topic, register_by_hand
 
 pytestmark = pytest.mark.integration
 
@@ -333,3 +333,37 @@ def test_without_a_champion_the_scorer_waits_then_exits_at_idle_exit(
     )
     assert stats.records_in == 0 and stats.batches == 0 and stats.seconds >= 2.5
     assert caplog.text.count("has no loadable champion yet") == 1
+
+
+def test_a_dead_letter_the_broker_refuses_is_not_committed_and_a_rerun_delivers_it(
+    settings: Settings, models: tuple[Any, Any]
+) -> None:
+    from tasks.stream import DeadLetterError
+
+    register(settings, models[0], promote=True)
+    suffix = uuid.uuid4().hex[:8]
+    source, sink = f"features-{suffix}", f"predictions-{suffix}"
+    ensure_topic(settings, source, partitions=1)
+    good = simulated(24, seed=5)
+    bad = Raw(b"bad-big", b"{not json " + b"x" * 4000, good[-1].timestamp_ms)
+    produce(settings, source, [*good[:120], bad, *good[120:]])
+    letters_topic = f"{source}.dead-letter"
+    limit_record_size(settings, letters_topic, 1024)  # the bad record's envelope cannot fit
+    run = dict(input_topic=source, output_topic=sink, idle_exit_s=30, batch_size=50)
+
+    with pytest.raises(DeadLetterError, match="1 of 1 dead letters were not written"):
+        run_scorer(settings, SCHEMA, max_records=len(good) + 1, **run)  # type: ignore[arg-type]
+
+    assert read_topic(settings, letters_topic) == []
+    assert 0 < committed(settings, source)[0] <= 120  # earlier batches only, never past it
+
+    limit_record_size(settings, letters_topic, 1024 * 1024)
+    left = len(good) + 1 - committed(settings, source)[0]
+    rerun = run_scorer(settings, SCHEMA, max_records=left, **run)  # type: ignore[arg-type]
+
+    assert rerun.dead_lettered == 1
+    letters = [json.loads(r.value) for r in read_topic(settings, letters_topic)]
+    assert [(d["source"]["partition"], d["source"]["offset"]) for d in letters] == [(0, 120)]
+    assert committed(settings, source) == {0: len(good) + 1}
+    scored = {(p["input_partition"], p["input_offset"]) for p in predictions(settings, sink)}
+    assert scored == {(0, o) for o in range(len(good) + 1) if o != 120}

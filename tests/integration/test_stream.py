@@ -13,9 +13,9 @@ import pytest
 
 from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
-from tasks.stream import ensure_topic, produce, read_window
+from tasks.stream import DeadLetterError, ensure_topic, produce, read_window
 from tasks.windowing import Window, to_ms
-from tests.integration.helpers import Raw, dead_letters, fresh_schema
+from tests.integration.helpers import Raw, dead_letters, fresh_schema, limit_record_size
 
 pytestmark = pytest.mark.integration
 
@@ -246,3 +246,21 @@ def test_topics_keep_history_whatever_its_age(settings: Settings) -> None:
     finally:
         admin.close()
     assert found["topic"][schema.topic]["retention.ms"]["value"] == "-1"
+
+
+def test_a_window_whose_dead_letters_the_broker_refuses_fails_the_read(
+    settings: Settings,
+) -> None:
+    schema = fresh_schema()
+    ensure_topic(settings, schema.topic, partitions=1)
+    ten = START + 10 * HOUR
+    bad = Raw(b"9", b"{not json " + b"x" * 4000, to_ms(ten + timedelta(minutes=30)))
+    produce(settings, schema.topic, [raw(1, ten), bad, raw(2, ten + 2 * HOUR)])
+    limit_record_size(settings, schema.dead_letter_topic(), 1024)
+
+    with pytest.raises(DeadLetterError, match=f"{schema.topic}-0 offset 1"):
+        read_window(settings, schema, Window(ten, ten + HOUR))
+
+    assert dead_letters(settings, schema) == []
+    read = read_window(settings, schema, Window(ten, ten + HOUR), send_dead_letters=False)
+    assert (read.manifest.rows, read.manifest.malformed, read.manifest.dead_lettered) == (1, 1, 0)
