@@ -218,6 +218,7 @@ def register_and_decide(
         seed=settings.seed,
         trigger=trigger,
         holdout_metrics=_metrics_dict(comparisons, "challenger"),
+        holdout_rows={c.name: c.rows for c in comparisons},
         champion_version=parent,
         champion_metrics=_metrics_dict(comparisons, "champion"),
         gate_decision=verdict,

@@ -99,6 +99,9 @@ class Lineage(BaseModel):
     seed: int
     trigger: str = "schedule"
     holdout_metrics: dict[str, float] = Field(default_factory=dict)
+    holdout_rows: dict[str, int] = Field(
+        default_factory=dict, description="Rows of each holdout, so the gate can be recomputed."
+    )
     champion_version: str | None = Field(default=None, description="The version compared with.")
     champion_metrics: dict[str, float] = Field(default_factory=dict)
     gate_decision: str | None = None

@@ -330,3 +330,43 @@ def test_training_lock_refuses_then_lets_a_waiting_holder_in(settings: Settings)
     waiter.join(10)
     with registry.training_lock(settings, "other-model", timeout_s=0):
         pass  # locks are per model
+
+
+def test_gate_audit_recomputes_the_decision_instead_of_trusting_the_recorded_one(
+    settings: Settings, log_version: LogFn
+) -> None:
+    from tests.integration.gate_audit import assert_champion_moved_only_through_the_gate
+
+    rows = {"recent": 40, "long": 200}
+    good = {"recent.f1": 0.82, "long.f1": 0.80}
+    _, v1 = log_version(make_lineage(10, holdout_metrics=good, holdout_rows=rows))
+    registry.promote(settings, NAME, v1, trigger="test", reasons=["first champion"])
+    # Better than v1 on both holdouts: the gate would promote it.
+    better = {"recent.f1": 0.84, "long.f1": 0.81}
+    _, v2 = log_version(
+        make_lineage(
+            11,
+            "1",
+            holdout_metrics=better,
+            champion_metrics=good,
+            holdout_rows=rows,
+            gate_decision="promoted",
+        )
+    )
+    registry.promote(settings, NAME, v2, trigger="schedule", reasons=["better f1"])
+    assert_champion_moved_only_through_the_gate(settings, NAME)
+
+    # Recorded as "promoted", but far worse than its champion: the audit must not believe it.
+    worse = {"recent.f1": 0.55, "long.f1": 0.52}
+    lineage = make_lineage(
+        12,
+        "2",
+        holdout_metrics=worse,
+        champion_metrics=better,
+        holdout_rows=rows,
+        gate_decision="promoted",
+    )
+    _, v3 = log_version(lineage)
+    registry.promote(settings, NAME, v3, trigger="schedule", reasons=["by mistake"])
+    with pytest.raises(AssertionError, match="the gate refuses"):
+        assert_champion_moved_only_through_the_gate(settings, NAME)

@@ -149,8 +149,22 @@ def test_rollback_and_reload_predict_the_same(settings: Settings, stream: Stream
     restored = registry.rollback(s, stream.name, who="tester", why="testing rollback")
     assert restored == first
     assert registry.get_alias_version(s, stream.name, registry.CHAMPION) == first
-    last = registry.alias_history(s, stream.name)[-1]
-    assert (last.who, last.reasons) == ("tester", ("testing rollback",)) or last.who == "tester"
+    history = registry.alias_history(s, stream.name)
+    back = [m for m in history if m.alias == registry.CHAMPION][-1]
+    assert (back.from_version, back.to_version, back.trigger) == (
+        second.challenger_version,
+        first,
+        "rollback",
+    )
+    assert (back.who, back.reasons) == ("tester", ("testing rollback",))
+    # previous-champion is cleared by the same person, so a second rollback cannot undo this one.
+    cleared = history[-1]
+    assert (cleared.alias, cleared.from_version, cleared.to_version, cleared.who) == (
+        registry.PREVIOUS_CHAMPION,
+        first,
+        None,
+        "tester",
+    )
 
 
 def test_a_new_champion_that_serves_badly_is_rolled_back(
