@@ -255,6 +255,7 @@ def register_and_decide(
         },
         model=model,
         lineage=lineage,
+        training_rows=train_rows,
         artifacts={
             **extra_artifacts,
             "window_manifest.json": _json(read.manifest.to_dict()),
