@@ -231,6 +231,7 @@ def register_and_decide(
         seed=settings.seed,
         trigger=trigger,
         holdout_metrics=_metrics_dict(comparisons, "challenger"),
+        holdout_rows={c.name: c.rows for c in comparisons},
         champion_version=parent,
         champion_metrics=_metrics_dict(comparisons, "champion"),
         gate_decision=verdict,
@@ -267,6 +268,7 @@ def register_and_decide(
         },
         model=model,
         lineage=lineage,
+        training_rows=train_rows,
         artifacts={
             **extra_artifacts,
             "window_manifest.json": _json(read.manifest.to_dict()),

@@ -27,7 +27,7 @@ def finish_moves(settings: Settings, name: str, version: str) -> registry.Lineag
     lineage = registry.version_lineage(settings, name, version)
     if lineage is None or lineage.gate_decision is None:
         return None
-    moved = {(m.alias, m.to_version) for m in registry.alias_history(settings, name)}
+    moved = {(m.alias, m.to_version) for m in registry.moves_to(settings, name, version)}
     as_challenger = (registry.CHALLENGER, version) not in moved and (
         registry.latest_version(settings, name) == version
     )

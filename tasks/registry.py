@@ -3,7 +3,8 @@
 Every MLflow call in streamtrain lives here. A training run becomes one MLflow run holding the
 Keras model; registering it adds a version of the schema's model with its lineage as tags; the
 aliases `champion`, `challenger` and `previous-champion` say which version does what, and each
-alias move is recorded on the registered model because MLflow keeps no history of them.
+alias move is kept as a run of the model's history experiment (the newest also in the
+registered model's tags and description) because MLflow keeps no history of them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ from tasks.settings import Settings
 
 if TYPE_CHECKING:
     import keras
+    import pandas as pd
+    from mlflow.entities import DatasetInput
     from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+    from mlflow.models import ModelSignature
     from mlflow.pyfunc import PyFuncModel
     from mlflow.tracking import MlflowClient
 
@@ -44,6 +48,10 @@ _HISTORY_PREFIX = "alias_history."
 # registered_model_tags.value is VARCHAR(5000) on MySQL/PostgreSQL (sqlite ignores lengths and
 # MLflow's own check allows 100,000), so a history entry stays well below 5000 characters.
 _HISTORY_ENTRY_LIMIT = 4000
+_HISTORY_KEPT = 20  # newest moves kept in the registered model's tags; all are archived as runs
+_MOVE_TAG = "alias_move."  # tags of an archived move's run
+_HISTORY_HEADING = "## Recent alias moves"
+_DESCRIPTION_LIMIT = 4900  # registered_models.description is VARCHAR(5000)
 _LOCK_POLL_S = 0.05
 
 
@@ -99,6 +107,9 @@ class Lineage(BaseModel):
     seed: int
     trigger: str = "schedule"
     holdout_metrics: dict[str, float] = Field(default_factory=dict)
+    holdout_rows: dict[str, int] = Field(
+        default_factory=dict, description="Rows of each holdout, so the gate can be recomputed."
+    )
     champion_version: str | None = Field(default=None, description="The version compared with.")
     champion_metrics: dict[str, float] = Field(default_factory=dict)
     gate_decision: str | None = None
@@ -306,8 +317,13 @@ def log_training_run(
     model: keras.Model,
     lineage: Lineage,
     artifacts: Mapping[str, str | bytes],
+    training_rows: pd.DataFrame | None = None,
 ) -> RunRef:
-    """Log one training run: the Keras model, parameters, metrics, lineage and small files."""
+    """Log one training run: the Keras model, parameters, metrics, lineage and small files.
+
+    `training_rows` become the run's "training" dataset (named by topic and offsets, with the
+    lineage's data hash as digest), so MLflow shows which window trained which version.
+    """
     import mlflow.keras
 
     client = connect(settings)
@@ -320,12 +336,97 @@ def log_training_run(
         run_id = run.info.run_id
         with _quiet_missing_signature():
             info = mlflow.keras.log_model(
-                model, name="model", pip_requirements=pinned_requirements()
+                model,
+                name="model",
+                signature=model_signature(model),
+                pip_requirements=pinned_requirements(),
             )
+        if training_rows is not None:
+            client.log_inputs(run_id, datasets=[training_input(schema, lineage, training_rows)])
         _log_values(client, run_id, params, metrics, metric_series)
         files = {**artifacts, "lineage.json": lineage.model_dump_json(indent=2)}
         _log_files(client, run_id, files)
     return RunRef(run_id=run_id, model_uri=info.model_uri)
+
+
+def model_signature(model: keras.Model) -> ModelSignature:
+    """Tensor specs of the model's own inputs (one named tensor per feature) and its output.
+
+    Built from the model, not inferred from an input example: inference would predict at log
+    time, and Keras 3 refuses the object arrays MLflow would feed string features as.
+    """
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    def spec(tensor: Any, named: bool) -> TensorSpec:
+        dtype = np.dtype(object) if tensor.dtype == "string" else np.dtype(tensor.dtype)
+        shape = (-1, *(-1 if d is None else int(d) for d in tensor.shape[1:]))
+        return TensorSpec(dtype, shape, tensor.name if named else None)
+
+    return ModelSignature(
+        inputs=Schema([spec(t, True) for t in model.inputs]),
+        outputs=Schema([spec(t, False) for t in model.outputs]),
+    )
+
+
+def kafka_source(topic: str, offsets: Mapping[str, tuple[int, int]]) -> str:
+    """'kafka://topic?partitions=0:1043-1181,1:...' from 'topic-partition' -> (first, last)."""
+    parts = sorted(
+        (int(key.rsplit("-", 1)[1]), first, last) for key, (first, last) in offsets.items()
+    )
+    ranges = ",".join(f"{p}:{first}-{last}" for p, first, last in parts)
+    return f"kafka://{topic}?partitions={ranges}"
+
+
+def training_input(schema: StreamSchema, lineage: Lineage, rows: pd.DataFrame) -> DatasetInput:
+    """The rows a version was trained on as an MLflow dataset input of context "training"."""
+    from mlflow.data.dataset_source import DatasetSource
+    from mlflow.data.pandas_dataset import from_pandas
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.types.utils import _infer_schema
+
+    class KafkaSource(DatasetSource):
+        """A topic and the offsets read; MLflow has no source type for Kafka."""
+
+        def __init__(self, uri: str) -> None:
+            self.uri = uri
+
+        @staticmethod
+        def _get_source_type() -> str:
+            return "kafka"
+
+        def load(self) -> Any:
+            raise NotImplementedError("read the window again with `streamtrain window`")
+
+        @staticmethod
+        def _can_resolve(raw_source: Any) -> bool:
+            return False
+
+        @classmethod
+        def _resolve(cls, raw_source: Any) -> KafkaSource:
+            return cls(str(raw_source))
+
+        def to_dict(self) -> dict[str, Any]:
+            return {"uri": self.uri}
+
+        @classmethod
+        def from_dict(cls, source_dict: dict[Any, Any]) -> KafkaSource:
+            return cls(str(source_dict["uri"]))
+
+    columns = [f.name for f in schema.features] + [schema.label.field]
+    dataset = from_pandas(
+        rows[[c for c in columns if c in rows.columns]],
+        source=KafkaSource(kafka_source(schema.topic, lineage.offsets)),
+        targets=schema.label.field if schema.label.field in rows.columns else None,
+        name=f"{schema.topic} {lineage.window_start}..{lineage.window_end}",
+        digest=lineage.data_hash,
+    )
+    # MLflow infers the column types by scanning every value (~0.5 s for 20,000 rows): the
+    # types of a sample are the same, since the window reader already typed the columns.
+    dataset.__dict__["schema"] = _infer_schema(dataset.df.head(200))
+    tags = [InputTag(key="mlflow.data.context", value="training")]
+    return DatasetInput(dataset=dataset._to_mlflow_entity(), tags=tags)
 
 
 @contextlib.contextmanager
@@ -416,7 +517,7 @@ def _ensure_registered_model(client: MlflowClient, schema: StreamSchema) -> None
     description = (
         f"{schema.description}\n\nTrained continuously from Kafka topic '{schema.topic}'. "
         f"Aliases: '{CHAMPION}' serves, '{CHALLENGER}' is the latest candidate, "
-        f"'{PREVIOUS_CHAMPION}' is the rollback target. Every alias move is recorded in the "
+        f"'{PREVIOUS_CHAMPION}' is the rollback target. The newest alias moves are also in the "
         f"tags '{_HISTORY_PREFIX}NNNNNN'."
     ).strip()
     try:
@@ -550,19 +651,51 @@ def _aliases(registered: RegisteredModel | None) -> dict[str, str]:
 
 
 def get_alias_version(settings: Settings, name: str, alias: str) -> str | None:
-    """The version holding an alias, or None (also when the model does not exist yet)."""
-    return _aliases(_registered(connect(settings), name)).get(alias)
+    """The version holding an alias, or None (also when the model does not exist yet).
+
+    Asks for that one alias, not for the registered model with all its tags: the scorer polls
+    this every few seconds.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = connect(settings).get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+            exc.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc.message)
+        ):
+            return None
+        raise
+    return str(found.version)
+
+
+def history_experiment(name: str) -> str:
+    """The experiment that keeps every alias move of a model, one run per move."""
+    return f"{name} alias history"
 
 
 class _AliasSession:
-    """Alias moves of one model under its alias lock; each move is recorded as it happens."""
+    """Alias moves of one model under its alias lock; each move is recorded as it happens.
 
-    def __init__(self, client: MlflowClient, name: str) -> None:
-        self.client = client
-        self.name = name
+    The full history grows as runs of the model's history experiment (one per move); the
+    registered model's tags keep only the newest `_HISTORY_KEPT` moves, so reading the model
+    stays cheap however long it has been promoted.
+    """
+
+    def __init__(self, settings: Settings, client: MlflowClient, name: str) -> None:
+        self.settings, self.client, self.name = settings, client, name
         registered = _registered(client, name)
         self.aliases = _aliases(registered)
-        self.next_seq = max((m.seq for m in _read_history(registered)), default=0) + 1
+        self.recent = _read_history(registered)
+        self.description = (registered.description or "") if registered is not None else ""
+        self.history_id = _history_experiment_id(client, name)
+        archived = _newest_archived_seq(client, self.history_id)
+        # Moves only in tags (a store from before the archive) are archived before any trim.
+        for move in self.recent:
+            if move.seq > archived:
+                self.archive(move)
+        self.next_seq = max([archived, *(m.seq for m in self.recent)]) + 1
+        self.moved = False
 
     def move(
         self, alias: str, to: str | None, *, trigger: str, reasons: Sequence[str], who: str
@@ -586,16 +719,42 @@ class _AliasSession:
             reasons=tuple(reasons),
             who=who,
         )
+        # The archive first: a crash before the tag loses nothing, and next_seq sees the run.
+        self.archive(record)
         key = f"{_HISTORY_PREFIX}{record.seq:06d}"
         self.client.set_registered_model_tag(self.name, key, _encode_move(record))
+        self.recent.append(record)
         self.next_seq += 1
+        self.moved = True
+
+    def archive(self, move: AliasMove) -> None:
+        if self.history_id is None:
+            self.history_id = ensure_experiment(self.settings, history_experiment(self.name))
+        _archive_move(self.client, self.history_id, self.name, move)
+
+    def trim(self) -> None:
+        """Drop the tags of all but the newest moves (they stay in the archive)."""
+        for move in sorted(self.recent, key=lambda m: m.seq)[:-_HISTORY_KEPT]:
+            self.client.delete_registered_model_tag(self.name, f"{_HISTORY_PREFIX}{move.seq:06d}")
+        self.recent = sorted(self.recent, key=lambda m: m.seq)[-_HISTORY_KEPT:]
+
+    def describe(self) -> None:
+        """Show the newest moves as a table in the registered model's description."""
+        text = describe_with_history(self.description, self.name, self.recent)
+        if text != self.description:
+            self.client.update_registered_model(self.name, description=text)
+            self.description = text
 
 
 @contextlib.contextmanager
 def _alias_session(settings: Settings, name: str) -> Iterator[_AliasSession]:
     # Alias moves read, then write: the lock keeps two movers on this machine from interleaving.
     with _file_lock(_lock_dir(settings) / f"{name}.aliases.lock", 30.0, "alias lock"):
-        yield _AliasSession(connect(settings), name)
+        session = _AliasSession(settings, connect(settings), name)
+        yield session
+        if session.moved or len(session.recent) > _HISTORY_KEPT:
+            session.trim()
+            session.describe()
 
 
 def promote(
@@ -656,8 +815,57 @@ def rollback(settings: Settings, name: str, *, who: str, why: str) -> str:
 
 
 def alias_history(settings: Settings, name: str) -> list[AliasMove]:
-    """Every recorded alias move of a model, oldest first."""
-    return _read_history(_registered(connect(settings), name))
+    """Every recorded alias move of a model, oldest first (the archive and the newest tags)."""
+    client = connect(settings)
+    return _merged(_archived_moves(client, name), _read_history(_registered(client, name)))
+
+
+def recent_alias_moves(settings: Settings, name: str) -> list[AliasMove]:
+    """The newest alias moves (at most `_HISTORY_KEPT`), from the registered model's tags."""
+    return _read_history(_registered(connect(settings), name))[-_HISTORY_KEPT:]
+
+
+def moves_to(settings: Settings, name: str, version: str) -> list[AliasMove]:
+    """The recorded moves of any alias onto `version` (one filtered query, not the history)."""
+    client = connect(settings)
+    recent = [m for m in _read_history(_registered(client, name)) if m.to_version == version]
+    return _merged(_archived_moves(client, name, f"tags.`{_MOVE_TAG}to` = '{version}'"), recent)
+
+
+def describe_with_history(description: str, name: str, moves: Sequence[AliasMove]) -> str:
+    """The model's description with its part about alias moves replaced by the newest ones.
+
+    Markdown, as the MLflow UI renders it; it stays below the registry's 5000 characters by
+    dropping the oldest rows.
+    """
+    base = description.split(_HISTORY_HEADING)[0].rstrip()
+    intro = (
+        f"{_HISTORY_HEADING}\n\nNewest first. Every move is kept as a run of the experiment "
+        f"'{history_experiment(name)}' and listed by `streamtrain model history`.\n\n"
+        "| when | alias | version | from | who | why |\n|---|---|---|---|---|---|\n"
+    )
+    rows = [_history_row(m) for m in sorted(moves, key=lambda m: m.seq, reverse=True)]
+    while rows and len(base) + len(intro) + sum(map(len, rows)) + 2 > _DESCRIPTION_LIMIT:
+        rows.pop()
+    return f"{base}\n\n{intro}{''.join(rows)}".strip() if rows else base
+
+
+def _history_row(move: AliasMove) -> str:
+    why = "; ".join((move.trigger, *move.reasons))
+    cells = [
+        move.at,
+        move.alias,
+        move.to_version or "(cleared)",
+        move.from_version or "-",
+        move.who[:40],
+        why if len(why) <= 120 else why[:117] + "...",
+    ]
+    return "| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |\n"
+
+
+def _merged(archived: Iterable[AliasMove], tagged: Iterable[AliasMove]) -> list[AliasMove]:
+    by_seq = {m.seq: m for m in tagged} | {m.seq: m for m in archived}
+    return [by_seq[seq] for seq in sorted(by_seq)]
 
 
 def _read_history(registered: RegisteredModel | None) -> list[AliasMove]:
@@ -668,6 +876,57 @@ def _read_history(registered: RegisteredModel | None) -> list[AliasMove]:
         if key.startswith(_HISTORY_PREFIX)
     ]
     return sorted(moves, key=lambda m: m.seq)
+
+
+def _archive_move(client: MlflowClient, experiment_id: str, name: str, move: AliasMove) -> None:
+    """One finished run per move: searchable by alias, version and who in the MLflow UI."""
+    tags = {
+        f"{_MOVE_TAG}seq": f"{move.seq:010d}",  # zero-padded: ordered as text by search_runs
+        f"{_MOVE_TAG}at": move.at,
+        f"{_MOVE_TAG}alias": move.alias,
+        f"{_MOVE_TAG}from": move.from_version or _NONE,
+        f"{_MOVE_TAG}to": move.to_version or _NONE,
+        f"{_MOVE_TAG}trigger": move.trigger[:500],
+        f"{_MOVE_TAG}who": move.who[:200],
+        f"{_MOVE_TAG}reasons": "; ".join(move.reasons)[:1000],
+        f"{_MOVE_TAG}json": _encode_move(move),
+        "streamtrain.model": name,
+    }
+    run_name = f"{move.alias}: {move.from_version or '-'} -> {move.to_version or '-'}"
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    client.set_terminated(run.info.run_id)
+
+
+def _history_experiment_id(client: MlflowClient, name: str) -> str | None:
+    experiment = client.get_experiment_by_name(history_experiment(name))
+    return None if experiment is None else str(experiment.experiment_id)
+
+
+def _newest_archived_seq(client: MlflowClient, experiment_id: str | None) -> int:
+    if experiment_id is None:
+        return 0
+    runs = client.search_runs(
+        [experiment_id], max_results=1, order_by=[f"tags.`{_MOVE_TAG}seq` DESC"]
+    )
+    return int(runs[0].data.tags[f"{_MOVE_TAG}seq"]) if runs else 0
+
+
+def _archived_moves(client: MlflowClient, name: str, filter_string: str = "") -> list[AliasMove]:
+    experiment_id = _history_experiment_id(client, name)
+    if experiment_id is None:
+        return []
+    moves, token = [], None
+    while True:
+        page = client.search_runs(
+            [experiment_id], filter_string, max_results=1000, page_token=token
+        )
+        moves += [
+            _decode_move(int(run.data.tags[f"{_MOVE_TAG}seq"]), run.data.tags[f"{_MOVE_TAG}json"])
+            for run in page
+        ]
+        token = page.token
+        if not token:
+            return moves
 
 
 def _encode_move(move: AliasMove) -> str:

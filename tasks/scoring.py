@@ -353,6 +353,11 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def champion_lookup(settings: Settings, schema: StreamSchema) -> Callable[[], str | None]:
+    """What the watcher polls: the champion alias alone, never the model's tags or history."""
+    return lambda: registry.get_alias_version(settings, schema.name, registry.CHAMPION)
+
+
 def run_scorer(
     settings: Settings,
     schema: StreamSchema,
@@ -372,7 +377,7 @@ def run_scorer(
     stop = stop or threading.Event()
     tally = _Tally()
     watcher = ChampionWatcher(
-        lookup=lambda: registry.get_alias_version(settings, schema.name, registry.CHAMPION),
+        lookup=champion_lookup(settings, schema),
         load=lambda version: load_champion(settings, schema, version),
         interval_s=reload_interval_s,
     )

@@ -330,3 +330,134 @@ def test_training_lock_refuses_then_lets_a_waiting_holder_in(settings: Settings)
     waiter.join(10)
     with registry.training_lock(settings, "other-model", timeout_s=0):
         pass  # locks are per model
+
+
+def test_gate_audit_recomputes_the_decision_instead_of_trusting_the_recorded_one(
+    settings: Settings, log_version: LogFn
+) -> None:
+    from tests.integration.gate_audit import assert_champion_moved_only_through_the_gate
+
+    rows = {"recent": 40, "long": 200}
+    good = {"recent.f1": 0.82, "long.f1": 0.80}
+    _, v1 = log_version(make_lineage(10, holdout_metrics=good, holdout_rows=rows))
+    registry.promote(settings, NAME, v1, trigger="test", reasons=["first champion"])
+    # Better than v1 on both holdouts: the gate would promote it.
+    better = {"recent.f1": 0.84, "long.f1": 0.81}
+    _, v2 = log_version(
+        make_lineage(
+            11,
+            "1",
+            holdout_metrics=better,
+            champion_metrics=good,
+            holdout_rows=rows,
+            gate_decision="promoted",
+        )
+    )
+    registry.promote(settings, NAME, v2, trigger="schedule", reasons=["better f1"])
+    assert_champion_moved_only_through_the_gate(settings, NAME)
+
+    # Recorded as "promoted", but far worse than its champion: the audit must not believe it.
+    worse = {"recent.f1": 0.55, "long.f1": 0.52}
+    lineage = make_lineage(
+        12,
+        "2",
+        holdout_metrics=worse,
+        champion_metrics=better,
+        holdout_rows=rows,
+        gate_decision="promoted",
+    )
+    _, v3 = log_version(lineage)
+    registry.promote(settings, NAME, v3, trigger="schedule", reasons=["by mistake"])
+    with pytest.raises(AssertionError, match="the gate refuses"):
+        assert_champion_moved_only_through_the_gate(settings, NAME)
+
+
+def test_many_moves_keep_the_tags_bounded_while_the_full_history_stays_intact(
+    settings: Settings, log_version: LogFn
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    _, v1 = log_version()
+    _, v2 = log_version(make_lineage(11, "1"), "v2")
+    promotions = 16  # 31 moves: more than the tags keep
+    for i in range(promotions):
+        registry.promote(settings, NAME, (v1, v2)[i % 2], trigger="schedule", reasons=[f"n{i}"])
+
+    history = registry.alias_history(settings, NAME)
+    assert [m.seq for m in history] == list(range(1, 2 * promotions))
+    assert [m.reasons for m in history if m.alias == "champion"] == [
+        (f"n{i}",) for i in range(promotions)
+    ]
+    client = MlflowClient(settings.tracking_uri)
+    model = client.get_registered_model(NAME)
+    kept = sorted(k for k in model.tags if k.startswith("alias_history."))
+    assert len(kept) == registry._HISTORY_KEPT < len(history)
+    assert kept[-1] == f"alias_history.{len(history):06d}"  # the newest moves are the ones kept
+    assert registry.recent_alias_moves(settings, NAME) == history[-registry._HISTORY_KEPT :]
+    # Each move is a run of the history experiment, readable in the MLflow UI.
+    experiment = client.get_experiment_by_name(registry.history_experiment(NAME))
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    assert len(runs) == len(history)
+    assert {r.info.run_name for r in runs} >= {"champion: 1 -> 2", "previous-champion: - -> 1"}
+    # Recovery asks for the moves onto one version without reading the whole history.
+    onto_2 = registry.moves_to(settings, NAME, "2")
+    assert onto_2 == [m for m in history if m.to_version == "2"]
+
+
+def test_moves_kept_only_in_tags_are_archived_before_they_are_trimmed(
+    settings: Settings, log_version: LogFn
+) -> None:
+    """A store from before the archive: its history in tags alone survives the next move."""
+    from mlflow.tracking import MlflowClient
+
+    _, v1 = log_version()
+    client = MlflowClient(settings.tracking_uri)
+    legacy = [
+        registry.AliasMove(n, "2026-01-05T10:00Z", "challenger", None, v1, "old", (f"{n}",), "x")
+        for n in range(1, 31)
+    ]
+    for move in legacy:
+        key = f"alias_history.{move.seq:06d}"
+        client.set_registered_model_tag(NAME, key, registry._encode_move(move))
+    _, v2 = log_version(make_lineage(11, "1"), "v2")
+
+    registry.set_challenger(settings, NAME, v2, trigger="schedule")
+
+    history = registry.alias_history(settings, NAME)
+    assert [m.seq for m in history] == list(range(1, 32))
+    assert history[:30] == legacy and history[30].to_version == v2
+    tags = client.get_registered_model(NAME).tags
+    assert len([k for k in tags if k.startswith("alias_history.")]) == registry._HISTORY_KEPT
+
+
+def test_the_scorers_alias_poll_fetches_neither_the_model_nor_its_history(
+    settings: Settings, log_version: LogFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from tasks.scoring import champion_lookup
+
+    _, v1 = log_version()
+    poll = champion_lookup(settings, SCHEMA)
+    assert poll() is None  # no champion yet
+    registry.promote(settings, NAME, v1, trigger="bootstrap", reasons=["first"])
+    calls: list[str] = []
+    for method in ("get_registered_model", "search_runs", "search_registered_models"):
+        real = getattr(MlflowClient, method)
+
+        def spy(
+            self: MlflowClient,
+            *args: object,
+            _real: object = real,
+            _name: str = method,
+            **kwargs: object,
+        ) -> object:
+            calls.append(_name)
+            return _real(self, *args, **kwargs)  # type: ignore[operator]
+
+        monkeypatch.setattr(MlflowClient, method, spy)
+
+    assert poll() == v1
+    assert calls == []
+    assert champion_lookup(settings, SCHEMA.model_copy(update={"name": "unknown"}))() is None

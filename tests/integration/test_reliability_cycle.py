@@ -29,6 +29,7 @@ from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
 from tasks.stream import ensure_topic, produce, read_window
 from tasks.windowing import Window
+from tests.integration.gate_audit import assert_champion_moved_only_through_the_gate
 from tests.integration.helpers import (
     Raw,
     fresh_schema,
@@ -95,14 +96,6 @@ def crown(s: Settings, schema: StreamSchema, model: Any) -> str:
 
 def accounted(result: CycleResult) -> int:
     return result.rows + result.quarantined + result.duplicates + result.malformed + result.late
-
-
-def assert_champion_moved_only_through_the_gate(s: Settings, name: str) -> None:
-    moves = [m for m in registry.alias_history(s, name) if m.alias == registry.CHAMPION]
-    for move in moves[1:]:  # the first is the test's own promotion
-        assert move.to_version is not None
-        lineage = registry.version_lineage(s, name, move.to_version)
-        assert lineage is not None and lineage.gate_decision == "promoted", move
 
 
 @settings(max_examples=6)

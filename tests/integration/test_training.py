@@ -78,6 +78,12 @@ def test_finetune_promotes_on_a_normal_window_and_rerun_changes_nothing(
     assert result.decision == "promoted", result.reasons
     history = registry.alias_history(s, stream.name)
     assert [m.alias for m in history if m.to_version == result.challenger_version][-1] == "champion"
+    assert_runs_show_their_data(s, stream, [first.run_id, result.run_id])
+    description = registry.connect(s).get_registered_model(stream.name).description
+    assert "| when | alias | version | from | who | why |" in description
+    assert f"| champion | {result.challenger_version} | {first.challenger_version} |" in (
+        description
+    )
 
     # The same hour again, in a new process: nothing new, no alias moves.
     versions_before = len(registry.list_versions(s, stream.name))
@@ -86,6 +92,29 @@ def test_finetune_promotes_on_a_normal_window_and_rerun_changes_nothing(
     assert rerun.decision == "unchanged", rerun.reasons
     assert len(registry.list_versions(s, stream.name)) == versions_before
     assert len(registry.alias_history(s, stream.name)) == moves_before
+
+
+def assert_runs_show_their_data(
+    s: Settings, schema: StreamSchema, run_ids: list[str | None]
+) -> None:
+    """Each training run names its topic and offsets as its dataset, with the lineage's hash."""
+    client = registry.connect(s)
+    for run_id in run_ids:
+        assert run_id is not None
+        [version] = client.search_model_versions(f"run_id = '{run_id}'")
+        lineage = registry.Lineage.model_validate_json(version.tags["lineage.json"])
+        [used] = client.get_run(run_id).inputs.dataset_inputs
+        assert [(t.key, t.value) for t in used.tags] == [("mlflow.data.context", "training")]
+        source = json.loads(used.dataset.source)["uri"]
+        assert source == registry.kafka_source(schema.topic, lineage.offsets)
+        first, last = lineage.offsets[f"{schema.topic}-0"]
+        assert source.startswith(f"kafka://{schema.topic}?partitions=0:{first}-{last}")
+        assert used.dataset.digest == lineage.data_hash and used.dataset.source_type == "kafka"
+        from mlflow.models import get_model_info
+
+        signature = get_model_info(version.source).signature
+        assert signature is not None
+        assert {spec.name for spec in signature.inputs.inputs} == {f.name for f in schema.features}
 
 
 def test_finetune_on_flipped_labels_is_registered_but_not_promoted(
@@ -149,8 +178,22 @@ def test_rollback_and_reload_predict_the_same(settings: Settings, stream: Stream
     restored = registry.rollback(s, stream.name, who="tester", why="testing rollback")
     assert restored == first
     assert registry.get_alias_version(s, stream.name, registry.CHAMPION) == first
-    last = registry.alias_history(s, stream.name)[-1]
-    assert (last.who, last.reasons) == ("tester", ("testing rollback",)) or last.who == "tester"
+    history = registry.alias_history(s, stream.name)
+    back = [m for m in history if m.alias == registry.CHAMPION][-1]
+    assert (back.from_version, back.to_version, back.trigger) == (
+        second.challenger_version,
+        first,
+        "rollback",
+    )
+    assert (back.who, back.reasons) == ("tester", ("testing rollback",))
+    # previous-champion is cleared by the same person, so a second rollback cannot undo this one.
+    cleared = history[-1]
+    assert (cleared.alias, cleared.from_version, cleared.to_version, cleared.who) == (
+        registry.PREVIOUS_CHAMPION,
+        first,
+        None,
+        "tester",
+    )
 
 
 def test_a_new_champion_that_serves_badly_is_rolled_back(

@@ -9,7 +9,6 @@ import sys
 import requests
 from mlflow.exceptions import MlflowException
 
-from tasks import faults
 from tasks.registry import describe_outage
 from tasks.settings import Settings
 
@@ -17,8 +16,16 @@ URL = "http://127.0.0.1:5999"
 
 
 def test_checkpoint_does_nothing_unless_its_stage_is_named() -> None:
-    faults.checkpoint(Settings(), "after_read")
-    faults.checkpoint(Settings(fault_kill_at="during_fit"), "after_read")
+    # In a child process: a checkpoint that wrongly fires would SIGKILL the test runner itself.
+    code = (
+        "from tasks import faults; from tasks.settings import Settings; "
+        "faults.checkpoint(Settings(), 'after_read'); "
+        "faults.checkpoint(Settings(fault_kill_at='during_fit'), 'after_read'); "
+        "print('survived')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "survived"
 
 
 def test_checkpoint_kills_the_process_at_its_stage() -> None:
