@@ -133,8 +133,11 @@ def markdown(report: dict[str, Any]) -> str:
     )
     lines += ["## Settings used", ""]
     lines += _table(["setting", "value"], [[k, f"`{v}`"] for k, v in report["settings"].items()])
+    if report.get("quality_regenerated"):
+        lines += [f"Section 5 was regenerated alone: {report['quality_regenerated']}.", ""]
     for key in SECTIONS:
-        lines += section_markdown(report["sections"][key])
+        if key in report["sections"]:
+            lines += section_markdown(report["sections"][key])
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -161,7 +164,7 @@ def readme_section(report: dict[str, Any], report_path: str) -> str:
         [[h["name"], show(h["figure"]), h["meaning"]] for h in report["headline"]],
     )
     quality = report["sections"]["quality"]
-    for table in quality.get("tables", [])[:1]:
+    for table in quality.get("tables", [])[:2]:  # the accuracy table and the goals
         lines += [f"**{table['title']}**", ""]
         rows = [[show(c) if isinstance(c, dict) else str(c) for c in row] for row in table["rows"]]
         lines += _table(table["header"], rows)
