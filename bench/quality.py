@@ -10,8 +10,9 @@ processes when `jobs` > 1.
 
 from __future__ import annotations
 
+import logging
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from multiprocessing import get_context
@@ -28,6 +29,8 @@ from tasks.settings import Settings
 from tasks.simulator import SimulationConfig
 from tasks.training_data import data_hash
 from tasks.windowing import Window, parse_instant, windows_between
+
+log = logging.getLogger("streamtrain.bench")
 
 SCENARIOS = ("none", "sudden", "gradual", "recurring", "new-stores", "seasonal")
 NO_CHANGE = ("none", "seasonal")  # scenarios whose concept never changes
@@ -179,14 +182,21 @@ def _run_units(
         initializer=_set_threads,
         initargs=(threads or 1,),
     ) as pool:
-        futures = {i: pool.submit(run_unit, *units[i], days, drift_day) for i in order}
-        return [futures[i].result() for i in range(len(units))]
+        futures = {pool.submit(run_unit, *units[i], days, drift_day): i for i in order}
+        results = {}
+        for done, future in enumerate(as_completed(futures), start=1):
+            i = futures[future]
+            results[i] = future.result()
+            log.info("section 5: %s on %s done (%d of %d)", *units[i], done, len(units))
+        return [results[i] for i in range(len(units))]
 
 
 def _set_threads(threads: int | None) -> None:
-    if threads:
-        import tensorflow as tf
+    """TensorFlow's thread pools for this process; its retracing notices are not for people."""
+    import tensorflow as tf
 
+    tf.get_logger().setLevel(logging.ERROR)
+    if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
 
