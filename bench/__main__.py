@@ -1,7 +1,9 @@
-"""`python -m bench [--quick] [--output DIR]`: run the benchmarks and write the report.
+"""`python -m bench [--quick] [--section quality] [--output DIR]`: run the benchmarks.
 
 `make bench` runs the full plan into bench/results/ and refreshes README's Performance
-section; `make bench QUICK=1` (GNU make has no `--quick`) runs the quick plan.
+section; `make bench QUICK=1` (GNU make has no `--quick`) runs the quick plan;
+`--section quality` runs only section 5 (model quality under drift, no broker) and merges it
+into the report already in the output folder.
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ def main(argv: list[str] | None = None) -> int:
         help="refresh README's Performance section (default: for a full run into bench/results)",
     )
     parser.add_argument(
+        "--section",
+        choices=["quality"],
+        help="run only this section and merge it into the existing report",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="worker processes for --section quality (default 2, one per core here)",
+    )
+    parser.add_argument(
         "--readme-only",
         action="store_true",
         help="only re-render README's Performance section from bench/results/latest.json",
@@ -55,13 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("kafka.cluster").addFilter(
         lambda record: "failed Cancelled" not in record.getMessage()
     )
-    from bench.run import RESULTS, Plan, run
+    from bench.run import RESULTS, Plan, run, run_quality_only
 
     plan = Plan.quick() if args.quick else Plan.full(args.replay_days)
     output = args.output or RESULTS
     readme = args.readme if args.readme is not None else (not args.quick and output == RESULTS)
     command = "python -m bench" + (" --quick" if args.quick else "")
-    result = run(plan, output.resolve(), command, readme)
+    if args.section == "quality":
+        command += " --section quality"
+        result = run_quality_only(plan, output.resolve(), command, readme, args.jobs)
+    else:
+        result = run(plan, output.resolve(), command, readme)
     print(f"report: {output / 'latest.md'} ({result['duration']['value']} min)")
     return 0
 

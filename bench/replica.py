@@ -1,11 +1,22 @@
 """The training cycle replayed in memory: the pipeline's own steps, without Kafka and MLflow.
 
-Section 5 (model quality under drift) runs five strategies over five scenarios; through the
-broker and the registry that would take hours on two cores. This replica composes the same
-functions `tasks/cycle.py` composes (model build, fit and fine-tune, the holdout split, the
-replay sample, the drift checks, the concept-drift detector, the promotion gate, the rollback
+Section 5 (model quality under drift) runs several strategies over six scenarios; through the
+broker and the registry that would take hours on two cores. `Replica` is today's
+`bench.strategy.StrategyUnderTest`: it composes the public functions `tasks/cycle.py`
+composes (model build, fit and fine-tune, the holdout split, the replay sample, the drift
+checks, the concept-drift detector, compare_on_holdouts, the promotion gate, the rollback
 rule) on the simulator's records, with the pipeline's settings. What it skips: reading Kafka,
 validation (the scenarios used here have no broken records), logging and registering.
+
+Still copied from tasks/cycle.py, because no public function offers them yet (issue 13's
+planner and executor will replace this whole class):
+- the order of the steps in `finetune_window` and `retrain_until` (which rows train, which
+  rows are held out, when the detector is reset);
+- `_holdouts` (recent and long holdouts), as `_holdouts` below;
+- `_signal` and `_note_retrain` (the drift signal for the gate and the rule that asks for a
+  drift-triggered retrain), as `_retrain_causes` below;
+- `_fine_tune` and `_fit_fresh` (thin over the public `tasks.model` functions, without the
+  fault-injection checkpoint).
 """
 
 from __future__ import annotations
@@ -18,19 +29,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.cycle import (
-    CycleContext,
-    CycleResult,
-    _fine_tune,
-    _fit_fresh,
-    _holdouts,
-    _note_retrain,
-    _signal,
-    compare_on_holdouts,
+from bench.strategy import Outcome, WindowRecord
+from tasks.cycle import CycleContext, compare_on_holdouts
+from tasks.drift import (
+    ConceptDriftDetector,
+    DriftReport,
+    ReferenceProfile,
+    build_reference,
+    check_data_drift,
 )
-from tasks.drift import ConceptDriftDetector, ReferenceProfile, build_reference, check_data_drift
-from tasks.gate import GatePolicy, decide_promotion, decide_rollback
-from tasks.model import predict_proba, to_targets
+from tasks.gate import GateDecision, GatePolicy, decide_promotion, decide_rollback
+from tasks.model import build_model, fine_tune_copy, predict_proba, to_targets, train
 from tasks.schema import StreamSchema, decode_record
 from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
@@ -39,6 +48,16 @@ from tasks.training_data import data_hash, holdout_mask, replay_sample
 from tasks.windowing import Window, format_instant, to_ms
 
 HOUR_MS = 3_600_000
+# What a fit from scratch depends on besides its rows (the cache key of `Retrains`).
+FIT_SETTINGS = {
+    "seed",
+    "hidden_units",
+    "embedding_dim",
+    "dropout",
+    "retrain_learning_rate",
+    "retrain_epochs",
+    "batch_size",
+}
 
 
 def simulated_frame(schema: StreamSchema, config: SimulationConfig) -> pd.DataFrame:
@@ -77,7 +96,7 @@ class Served:
 
 @dataclass(frozen=True)
 class Strategy:
-    """How a model is kept up to date: the letters match the report's table."""
+    """How a model is kept up to date: the keys match the report's table."""
 
     key: str
     label: str
@@ -86,34 +105,20 @@ class Strategy:
     drift_retrain: bool
 
 
-@dataclass
-class Outcome:
-    """Per window: start (ms), rows, correct predictions, true/false positives, false negatives."""
-
-    windows: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
-    retrains: int = 0
-    drift_retrains: int = 0
-    promotions: int = 0
-    rollbacks: int = 0
-
-    def add(self, start_ms: int, truth: np.ndarray, predicted: np.ndarray) -> None:
-        tp = int(np.sum(predicted & truth))
-        fp = int(np.sum(predicted & ~truth))
-        fn = int(np.sum(~predicted & truth))
-        correct = int(np.sum(predicted == truth))
-        self.windows.append((start_ms, len(truth), correct, tp, fp, fn))
-
-
 class Retrains:
     """Fitted-from-scratch models by the rows they saw: a retrain of the same range is the
-    same model (same seed, same rows), whichever strategy asks, so it is fitted once."""
+    same model (same seed, same rows, same settings), whichever strategy asks, so it is
+    fitted once."""
 
     def __init__(self) -> None:
         self.models: dict[str, tuple[Any, ReferenceProfile]] = {}
         self.fitted = 0
 
-    def fit(self, ctx: CycleContext, train_rows: pd.DataFrame, seen: pd.DataFrame) -> Any:
-        key = data_hash(train_rows) + data_hash(seen)
+    def fit(
+        self, ctx: CycleContext, train_rows: pd.DataFrame, seen: pd.DataFrame
+    ) -> tuple[Any, ReferenceProfile]:
+        fit = ctx.settings.model_dump(include=FIT_SETTINGS)
+        key = data_hash(train_rows) + data_hash(seen) + repr(sorted(fit.items()))
         if key not in self.models:
             model = _fit_fresh(ctx, train_rows, seen)
             self.models[key] = (model, build_reference(ctx.schema, train_rows))
@@ -128,6 +133,8 @@ class Replica:
     settings: Settings
     schema: StreamSchema
     strategy: Strategy
+    stream: Stream
+    retrains: Retrains
     champion: Served | None = None
     previous: Served | None = None
     detector: ConceptDriftDetector | None = None
@@ -145,21 +152,42 @@ class Replica:
     def ctx(self) -> CycleContext:
         return CycleContext(settings=self.settings, schema=self.schema)
 
-    def fork(self, strategy: Strategy) -> Replica:
-        """The same state under another strategy (models are never changed in place)."""
+    def fork(self, strategy: Strategy, stream: Stream | None = None) -> Replica:
+        """The same state under another strategy or on another stream (models are never
+        changed in place)."""
         return replace(
             self,
             strategy=strategy,
+            stream=stream or self.stream,
             detector=copy.deepcopy(self.detector),
             outcome=copy.deepcopy(self.outcome),
         )
 
-    # --- the full retrain (tasks.cycle.retrain_until) -----------------------------------------
+    # --- StrategyUnderTest -----------------------------------------------------------------
 
-    def retrain(self, stream: Stream, retrains: Retrains, until: datetime) -> bool:
+    def nightly(self, at: datetime) -> None:
+        if self.strategy.nightly:
+            self.retrain(at)
+
+    def step(self, window: Window) -> WindowRecord | None:
+        """Test-then-train one window as the strategy says; may retrain on drift."""
+        rows = self.stream.between(window.start_ms, window.end_ms)
+        if rows.empty or self.champion is None:
+            return None
+        truth = to_targets(self.schema, rows) > 0.5
+        predicted = predict_proba(self.champion.model, self.schema, rows) >= 0.5
+        record = self.outcome.add(window.start_ms, truth, predicted)
+        if self.strategy.finetune:
+            alarm, retrain = self._finetune(window, rows, record.accuracy)
+            self.outcome.flag_last(alarm=alarm, drift_retrain=retrain)
+        return self.outcome.windows[-1]
+
+    # --- the full retrain (tasks.cycle.retrain_until) -------------------------------------
+
+    def retrain(self, until: datetime) -> bool:
         s, schema = self.settings, self.schema
         end = Window.containing(until, schema.window).start
-        frame = stream.between(to_ms(end - timedelta(days=s.retrain_days)), to_ms(end))
+        frame = self.stream.between(to_ms(end - timedelta(days=s.retrain_days)), to_ms(end))
         if frame.empty:
             return False
         cutoff = to_ms(end - timedelta(hours=s.holdout_hours))
@@ -167,7 +195,7 @@ class Replica:
         train_rows = frame[~recent & ~holdout_mask(schema, frame, s.seed)]
         if train_rows.empty:
             return False
-        model, reference = retrains.fit(self.ctx, train_rows, frame)
+        model, reference = self.retrains.fit(self.ctx, train_rows, frame)
         recent_cut = to_ms(end - timedelta(hours=s.recent_holdout_hours))
         holdouts = {"recent": frame[frame["_event_ms"] >= recent_cut], "long": frame[recent]}
         champion = self.champion.model if self.champion else None
@@ -187,26 +215,16 @@ class Replica:
         self.outcome.promotions += 1
         self.previous, self.champion = self.champion, served
 
-    # --- one window: score, and fine-tune (tasks.cycle.finetune_window) -------------------------
+    # --- one window's fine-tune (tasks.cycle.finetune_window) -----------------------------
 
-    def serve(self, stream: Stream, retrains: Retrains, window: Window) -> None:
-        """Test-then-train one window as the strategy says; may retrain on drift."""
+    def _finetune(self, window: Window, rows: pd.DataFrame, accuracy: float) -> tuple[bool, bool]:
+        """Fine-tune, gate, maybe roll back or retrain; (concept alarm, drift retrain)."""
         s, schema = self.settings, self.schema
-        rows = stream.between(window.start_ms, window.end_ms)
-        if rows.empty or self.champion is None:
-            return
-        truth = to_targets(schema, rows) > 0.5
-        predicted = predict_proba(self.champion.model, schema, rows) >= 0.5
-        self.outcome.add(window.start_ms, truth, predicted)
-        accuracy = float(np.mean(predicted == truth))
-        if not self.strategy.finetune:
-            return
+        assert self.champion is not None and self.detector is not None
         history_hours = max(s.replay_hours, s.long_holdout_hours)
-        history = stream.between(window.start_ms - history_hours * HOUR_MS, window.start_ms)
+        history = self.stream.between(window.start_ms - history_hours * HOUR_MS, window.start_ms)
         self.champion = replace(self.champion, live=[*self.champion.live, accuracy][-72:])
-        result = CycleResult(kind="finetune", window_start="", window_end="")
-        assert self.detector is not None
-        result.concept_drift_alarm = self.detector.update(1.0 - accuracy, weight=len(rows))
+        alarm = self.detector.update(1.0 - accuracy, weight=len(rows))
         recent = history[history["_event_ms"] >= window.start_ms - s.drift_recent_hours * HOUR_MS]
         drift = check_data_drift(
             schema,
@@ -218,24 +236,21 @@ class Replica:
             p_value=s.drift_p_value,
             min_rows_for_test=s.drift_min_rows,
         )
-        signal = _signal(drift, result)
         challenger, comparisons = self._challenger(window, rows, history)
+        signal = drift.to_signal(concept_drift_alarm=alarm)
         decision = decide_promotion(comparisons, signal, GatePolicy.from_settings(s))
-        settings = (
-            s if self.strategy.drift_retrain else s.model_copy(update={"retrain_on_drift": False})
-        )
-        _note_retrain(
-            CycleContext(settings=settings, schema=schema), result, decision, drift, window
-        )
+        wanted = self.strategy.drift_retrain and self.settings.retrain_on_drift
+        retrain = bool(wanted and _retrain_causes(alarm, drift, decision))
         if decision.promote:
             self._promote(
                 Served(challenger, f"finetune@{window.start_ms}", self.champion.reference)
             )
         else:
             self._check_rollback()
-        if result.retrain_triggered:
+        if retrain:
             self.outcome.drift_retrains += 1
-            self.retrain(stream, retrains, window.end)
+            self.retrain(window.end)
+        return alarm, retrain
 
     def _challenger(
         self, window: Window, rows: pd.DataFrame, history: pd.DataFrame
@@ -255,7 +270,7 @@ class Replica:
             )
         challenger = _fine_tune(self.ctx, self.champion.model, train_rows, seed)
         past = history[hist_holdout] if hist_holdout is not None else history
-        holdouts = _holdouts(self.ctx, window, rows[window_holdout], past)
+        holdouts = _holdouts(s, window, rows[window_holdout], past)
         comparisons = compare_on_holdouts(self.ctx, challenger, self.champion.model, holdouts, seed)
         return challenger, comparisons
 
@@ -271,3 +286,63 @@ class Replica:
         if decision.rollback:
             self.champion, self.previous = self.previous, None
             self.outcome.rollbacks += 1
+
+
+# --- copies of tasks/cycle.py's private helpers (see the module docstring) -----------------
+
+
+def _fit_fresh(ctx: CycleContext, rows: pd.DataFrame, seen: pd.DataFrame) -> Any:
+    """Train from scratch on `rows`; vocabularies cover every value `seen` in the range."""
+    s = ctx.settings
+    model = build_model(ctx.schema, s, seen)
+    train(
+        model,
+        ctx.schema,
+        rows,
+        epochs=s.retrain_epochs,
+        learning_rate=s.retrain_learning_rate,
+        batch_size=s.batch_size,
+        seed=s.seed,
+    )
+    return model
+
+
+def _fine_tune(ctx: CycleContext, champion: Any, rows: pd.DataFrame, seed: int) -> Any:
+    challenger = fine_tune_copy(champion)
+    s = ctx.settings
+    train(
+        challenger,
+        ctx.schema,
+        rows,
+        epochs=s.finetune_epochs,
+        learning_rate=s.finetune_learning_rate,
+        batch_size=s.batch_size,
+        seed=seed,
+    )
+    return challenger
+
+
+def _holdouts(
+    s: Settings, window: Window, current: pd.DataFrame, past: pd.DataFrame
+) -> dict[str, pd.DataFrame]:
+    """Recent and long holdouts: held-out rows of the last few hours and of a longer period."""
+    out = {}
+    for name, hours in (("recent", s.recent_holdout_hours), ("long", s.long_holdout_hours)):
+        since = to_ms(window.end - timedelta(hours=hours))
+        older = past[past["_event_ms"] >= since] if not past.empty else past
+        out[name] = pd.concat([older, current], ignore_index=True) if not older.empty else current
+    return out
+
+
+def _retrain_causes(alarm: bool, drift: DriftReport, decision: GateDecision) -> list[str]:
+    """Why the cycle would ask for a full retrain (empty: it would not)."""
+    causes = []
+    if alarm:
+        causes.append("concept")
+    if drift.overall == "severe":
+        causes.append("data")
+    if any(v for v in drift.new_categories.values()):
+        causes.append("new-categories")
+    if decision.retrain and not causes:
+        causes.append("gate")
+    return causes

@@ -41,7 +41,7 @@ class Plan:
     scoring_rate: float = 1000.0
     scoring_seconds: float = 10.0
     quality: dict[str, Any] = field(
-        default_factory=lambda: {"days": 28, "drift_day": 14, "peers": ["e1"]}
+        default_factory=lambda: {"days": 28, "drift_day": 14, "peers": ["e1", "e2", "lr"]}
     )
     scale_train_days: int = 2
     scale_replay_hours: int = 24
@@ -61,7 +61,12 @@ class Plan:
             scoring_backlog=3000,
             scoring_rate=500.0,
             scoring_seconds=4.0,
-            quality={"days": 3, "drift_day": 9, "scenarios": ["none", "sudden"], "peers": ["e1"]},
+            quality={
+                "days": 3,
+                "drift_day": 9,
+                "scenarios": ["none", "sudden"],
+                "peers": ["e1", "e2", "lr"],
+            },
             scale_train_days=2,
             scale_replay_hours=0,
             read_repeats=1,
@@ -118,6 +123,43 @@ def run(plan: Plan, output: Path, command: str, readme: bool) -> dict[str, Any]:
     if readme:
         refresh_readme(result, output)
     return result
+
+
+def run_quality_only(
+    plan: Plan, output: Path, command: str, readme: bool, jobs: int
+) -> dict[str, Any]:
+    """Section 5 alone (no broker), merged into the report already in `output` when there is
+    one, so the other sections of the last full run are kept."""
+    from bench.quality import run_quality
+
+    began = time.perf_counter()
+    output.mkdir(parents=True, exist_ok=True)
+    quality = run_quality(**plan.quality, png=str(output / "quality.png"), threads=1, jobs=jobs)
+    minutes = (time.perf_counter() - began) / 60
+    path = output / "latest.json"
+    result: dict[str, Any] = (
+        json.loads(path.read_text())
+        if path.exists()
+        else {
+            "mode": f"{plan.mode} (section 5 only)",
+            "command": command,
+            "generated_at": report.now_utc(),
+            "duration": report.fig(minutes, "min", 1),
+            "machine": report.machine(),
+            "settings": {f"plan.{k}": v for k, v in asdict(plan).items()},
+            "sections": {},
+        }
+    )
+    result["sections"]["quality"] = quality
+    result["quality_regenerated"] = (
+        f"`{command}` at {report.now_utc()} in {minutes:.1f} min, plan {plan.mode}"
+    )
+    result["headline"] = _headline(result["sections"])
+    report.write_json(result, path)
+    (output / "latest.md").write_text(report.markdown(result))
+    if readme:
+        refresh_readme(result, output)
+    return {**result, "duration": report.fig(minutes, "min", 1)}
 
 
 def refresh_readme(result: dict[str, Any], output: Path = RESULTS) -> None:
@@ -282,16 +324,22 @@ def _headline(sections: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     out = [{"name": n, "figure": pick(s, f), "meaning": m} for n, s, f, m in rows]
     quality = sections.get("quality", {}).get("figures", {})
+    who = {
+        "a": "the static model",
+        "e1": "River's Hoeffding adaptive tree",
+        "e2": "River's adaptive random forest",
+        "lr": "a windowed logistic regression",
+    }
     for scenario in ("sudden", "none"):
-        for other in ("a", "e1"):
-            key = f"{scenario}: (c) minus ({other}) mean accuracy"
+        for other, name in who.items():
+            key = f"{scenario}: (default) minus ({other}) mean accuracy"
             if key in quality:
-                who = "the static model" if other == "a" else "River's Hoeffding adaptive tree"
                 out.append(
                     {
                         "name": f"quality, {scenario}: default minus ({other})",
                         "figure": quality[key],
-                        "meaning": f"mean daily prequential accuracy of (c) against {who}",
+                        "meaning": f"mean daily prequential accuracy of the shipped settings "
+                        f"against {name}",
                     }
                 )
     return out

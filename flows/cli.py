@@ -275,7 +275,9 @@ def simulate(
     ctx: typer.Context,
     start: str = typer.Option("2026-01-05T00:00Z", help="First simulated hour (ISO 8601)."),
     hours: int = typer.Option(168, min=1, help="Hours of the world to simulate."),
-    scenario: str = typer.Option("none", help="none|sudden|gradual|recurring|new-stores|corrupt"),
+    scenario: str = typer.Option(
+        "none", help="none|sudden|gradual|recurring|new-stores|corrupt|seasonal"
+    ),
     seed: int | None = typer.Option(None, help="Random seed (default STREAMTRAIN_SEED)."),
     stores: int = typer.Option(100, min=1, help="Number of stores."),
     daylight_hours: int = typer.Option(8, min=1, max=24, help="Observed hours per day."),

@@ -111,7 +111,7 @@ def simulate(
     Args:
         start: First simulated hour (ISO 8601); with `live`, only when the topic is empty.
         hours: Hours of the world to simulate.
-        scenario: none, sudden, gradual, recurring, new-stores or corrupt.
+        scenario: none, sudden, gradual, recurring, new-stores, corrupt or seasonal.
         seed: Random seed: the same seed gives the same records.
         realtime: Pace records in real time, sped up by this factor; empty: as fast as possible.
         live: Continue the topic from the hour after its newest record.

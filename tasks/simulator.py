@@ -7,6 +7,7 @@ a test and a benchmark replay the same stream. Producing the records to Kafka is
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -17,7 +18,7 @@ from typing import Any
 
 from tasks.errors import InputError
 
-SCENARIOS = ("none", "sudden", "gradual", "recurring", "new-stores", "corrupt")
+SCENARIOS = ("none", "sudden", "gradual", "recurring", "new-stores", "corrupt", "seasonal")
 CORRUPTIONS = (
     "not_json",
     "truncated",
@@ -121,6 +122,8 @@ class SimulationConfig:
     first_daylight_hour: int = 9
     drift_at: datetime | None = None
     drift_period: timedelta = timedelta(days=7)  # gradual: ramp length; recurring: period
+    season_period: timedelta = timedelta(days=7)  # seasonal: length of one cycle
+    season_amplitude: float = 0.5  # seasonal: distances swing by this share around the mean
     corrupt_share: float = 0.02  # of records from drift_at on, scenario "corrupt" only
     new_stores: int = 20  # scenario "new-stores": ids stores+1 .. stores+new_stores
     new_suburb: str = NEW_SUBURB
@@ -148,6 +151,8 @@ class SimulationConfig:
                 raise InputError(f"{name} must be between 0 and 1")
         if self.drift_period <= timedelta(0) or self.max_lateness < timedelta(0):
             raise InputError("drift_period must be positive and max_lateness not negative")
+        if self.season_period <= timedelta(0) or not 0.0 <= self.season_amplitude < 1.0:
+            raise InputError("season_period must be positive and season_amplitude in [0, 1)")
 
     @cached_property  # rules_at asks once per record
     def drift_time(self) -> datetime:
@@ -310,7 +315,8 @@ def _observe(
     """Slot time, the fields that do not depend on the rules, and whether the label flips."""
     slot_ms = hour_ms + rng.randrange(3600) * 1000
     flip = rng.random() < config.label_noise
-    distance = min(30.0, max(0.1, store.distance_km * rng.gauss(1.0, 0.08)))
+    stretch = store.distance_km * season_factor(config, hour_ms)
+    distance = min(30.0, max(0.1, stretch * rng.gauss(1.0, 0.08)))
     minutes = min(120.0, max(1.0, 5 + 2.5 * distance + rng.gauss(0, 3)))
     rating = min(5.0, max(1.0, store.rating + rng.gauss(0, 0.15)))
     obs = {
@@ -322,6 +328,15 @@ def _observe(
         "avg_rating": round(rating, 2),
     }
     return slot_ms, obs, flip
+
+
+def season_factor(config: SimulationConfig, hour_ms: int) -> float:
+    """How far distances (and so delivery times) stretch this hour: a sine over
+    `season_period`, phased from the epoch so any hour range replays the same values."""
+    if config.scenario != "seasonal":
+        return 1.0
+    period_ms = config.season_period.total_seconds() * 1000
+    return 1.0 + config.season_amplitude * math.sin(2 * math.pi * hour_ms / period_ms)
 
 
 def _lateness(config: SimulationConfig, rng: random.Random, since_open_ms: int) -> int:

@@ -60,4 +60,49 @@ def test_quick_bench_writes_a_report_with_every_section_and_units(tmp_path: Path
     for name in SECTIONS:
         assert report["sections"][name]["title"] in text
     assert (tmp_path / "quality.png").stat().st_size > 0
+    _check_quality_fields(report["sections"]["quality"])
+    assert "Goals of issue 13" in text and "dummy alarm" in text
     assert (ROOT / "README.md").read_text() == readme_before  # a quick run leaves README alone
+
+    # Section 5 alone, merged into the report just written: the other sections are kept.
+    before = report["sections"]["hourly_cycle"]
+    again = _bench(env, "--quick", "--section", "quality", "--output", str(tmp_path), "--no-readme")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "report:" in again.stdout
+    merged = json.loads((tmp_path / "latest.json").read_text())
+    assert merged["sections"]["hourly_cycle"] == before
+    assert "--section quality" in merged["quality_regenerated"]
+    _check_quality_fields(merged["sections"]["quality"])
+    assert merged["sections"]["quality"]["raw"] == report["sections"]["quality"]["raw"]  # same seed
+    assert "regenerated alone" in (tmp_path / "latest.md").read_text()
+    assert (ROOT / "README.md").read_text() == readme_before
+
+
+def _bench(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def _check_quality_fields(quality: dict[str, Any]) -> None:
+    """Issue 13's keys: the shipped `default`, its alarm fields, the dummy alarm, the peers."""
+    for scenario, by in quality["raw"].items():
+        default = by["default"]
+        for key in ("alarm_delay_windows", "windows_to_recover", "false_alarms", "drift_retrains"):
+            assert key in default, (scenario, key)
+        assert isinstance(default["false_alarms"], int) and default["drift_retrains"] >= 0
+        assert default["mean_accuracy"]["unit"] == "%"
+        assert by["dummy-alarm"]["false_alarms"] >= default["false_alarms"]
+        assert {"a", "b", "c", "lr"} <= set(by)
+    assert quality["raw"]["none"]["default"]["alarm_delay_windows"] is None
+    sudden = quality["raw"]["sudden"]
+    assert sudden["dummy-alarm"]["alarm_delay_windows"] == 0
+    goals = quality["goals"]
+    assert {g["scenario"] for g in goals} == set(quality["raw"])
+    assert all(isinstance(g["met"], bool) and g["measured"] for g in goals)

@@ -258,6 +258,29 @@ def test_recurring_brings_the_old_rules_back_every_other_period() -> None:
     assert agreement(week4, RULES_BASE) > 0.93
 
 
+def test_seasonal_distances_rise_and_fall_each_week_while_labels_keep_the_base_rules() -> None:
+    rows = good(four_weeks("seasonal"))
+    plain = good(four_weeks("none"))
+    assert [r["busy"] for r in rows] == [r["busy"] for r in plain]
+    assert agreement(rows, RULES_BASE) > 0.93
+    day_ms = 86_400_000
+
+    def daily_mean(part: list[dict[str, Any]], name: str) -> list[float]:
+        days: dict[int, list[float]] = defaultdict(list)
+        for r in part:
+            stamp = datetime.fromisoformat(r["event_time"].replace("Z", "+00:00"))
+            days[int(stamp.timestamp() * 1000) // day_ms].append(r[name])
+        return [sum(v) / len(v) for _, v in sorted(days.items())]
+
+    for name in ("avg_distance_km", "avg_delivery_minutes"):
+        season, flat = daily_mean(rows, name), daily_mean(plain, name)
+        assert max(season) > 1.3 * max(flat) and min(season) < 0.7 * min(flat), name
+        # One cycle a week: the same weekday of consecutive weeks sees the same level.
+        assert season[0:7] == pytest.approx(season[7:14], rel=0.05), name
+    distances = [r["avg_distance_km"] for r in rows]
+    assert min(distances) > 0 and max(distances) <= 30  # inside the schema's range
+
+
 def test_new_stores_and_their_suburb_appear_only_after_drift() -> None:
     records = four_weeks("new-stores")
     rows = good(records)
