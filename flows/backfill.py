@@ -82,23 +82,34 @@ def retrain_due(window: Window, every_hours: int | None, at_hour: int) -> bool:
     return offset < window.end_ms - window.start_ms
 
 
-@flow(name="backfill")
+@flow(name="backfill", flow_run_name="replay {start} .. {end}")
 def backfill(
     start: str,
     end: str,
     retrain_every_hours: int | None = 24,
+    show_progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Replay [start, end) hour by hour with nightly retrains (catching up, or the demo).
+
+    The run's page shows the progress while it runs, then the per-day table, the accuracy
+    timeline, the drift alarm and recovery line, and links to the MLflow runs.
 
     Args:
         start: First window to replay (ISO 8601).
         end: End of the range, exclusive (ISO 8601).
         retrain_every_hours: Full retrain every so many hours of stream time; empty: none.
+        show_progress: Also draw a progress bar in the terminal (the demo runs it in-process).
     """
+    from flows.artifacts import ReplayProgress, publish_replay
+
     settings: Settings | None = None
     ctx = cycle_context(as_tasks=False, settings=settings)
-    results = run_backfill(
-        ctx, parse_instant(start), parse_instant(end), retrain_every_hours=retrain_every_hours
-    )
-    log_accuracy_timeline(ctx, parse_instant(start), parse_instant(end))
+    first, last = parse_instant(start), parse_instant(end)
+    total = len(windows_between(first, last, ctx.schema.window))
+    with ReplayProgress(ctx.model_name, total, terminal=show_progress) as progress:
+        results = run_backfill(
+            ctx, first, last, retrain_every_hours=retrain_every_hours, on_window=progress
+        )
+    timeline = log_accuracy_timeline(ctx, first, last)
+    publish_replay(ctx, first, last, timeline)
     return [r.to_dict() for r in results]

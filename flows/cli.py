@@ -486,49 +486,15 @@ def backfill(
 
 
 def print_daily_summary(rows: list[dict[str, Any]]) -> None:
-    from tasks.report import daily_summary, drift_recovery
+    from tasks.report import DAILY_COLUMNS, daily_table, recovery_line
 
     table = Table(title="Per day")
-    for column in (
-        "day",
-        "windows",
-        "rows",
-        "preq. acc",
-        "promoted",
-        "retrains",
-        "by drift",
-        "alarms",
-        "rollbacks",
-    ):
+    for column in DAILY_COLUMNS.values():
         table.add_column(column, justify="right", no_wrap=True)
-    for day in daily_summary(rows):
-        acc = day["prequential_accuracy"]
-        table.add_row(
-            day["day"],
-            str(day["windows"]),
-            str(day["rows"]),
-            "-" if acc is None else f"{acc:.3f}",
-            str(day["promotions"]),
-            str(day["retrains"]),
-            str(day["drift_retrains"]),
-            str(day["alarms"]),
-            str(day["rollbacks"]),
-        )
+    for day in daily_table(rows):
+        table.add_row(*day.values())
     console.print(table)
-    recovery = drift_recovery(rows)
-    if recovery is None:
-        console.print("No concept-drift alarm.")
-    elif recovery["recovered"] is None:
-        console.print(
-            f"Concept drift detected at {recovery['alarm']}; accuracy has not yet "
-            "recovered to its earlier level."
-        )
-    else:
-        console.print(
-            f"Concept drift detected at {recovery['alarm']}; prequential accuracy was back "
-            f"within 2 points of its earlier level ({recovery['baseline']:.3f}) at "
-            f"{recovery['recovered']}, {recovery['windows']} observed hours later."
-        )
+    console.print(recovery_line(rows))
 
 
 @app.command()

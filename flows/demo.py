@@ -1,118 +1,168 @@
-"""`make demo`: four simulated weeks with a sudden drift, trained and replayed hour by hour.
+"""`make demo`: four simulated weeks with a sudden drift, trained and replayed in Prefect.
 
-Starts the embedded broker (unless KAFKA_BOOTSTRAP_SERVERS names a cluster), simulates four
-weeks of the drone-delivery world with a sudden change of the busy rules in week 3, trains the
-first model on week 1, replays weeks 2-4 hour by hour with nightly retrains, prints a table
-per day, and leaves the local stack running (`streamtrain up`): the MLflow and Prefect UIs on
-the demo's results, a worker on the schedules, and the simulator continuing the stream live.
-Re-running it reuses what is already there.
+Brings the local stack's servers up first (Kafka, MLflow, Prefect, the deployments), simulates
+four weeks of the drone-delivery world with a sudden change of the busy rules in week 3, trains
+the first model on week 1 as a `retrain` flow run and replays the rest hour by hour as a
+`backfill` flow run on the stack's Prefect server (its page shows the progress, the per-day
+table, the accuracy timeline and the drift alarm), prints the table per day, then starts the
+worker, the live simulator and the window clock: each closed window of the live stream gets a
+`window-finetune` run. Re-running it reuses what is already there.
 """
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
-from rich.progress import Progress
-
 from flows.cli import wide_console
-from flows.runtime import configure_environment, cycle_context, log_accuracy_timeline
+from flows.runtime import configure_environment, cycle_context
 from tasks.settings import Settings, get_settings
-from tasks.windowing import format_instant, parse_instant, windows_between
+from tasks.windowing import format_instant, parse_instant
 
 DEMO_START = "2026-01-05T00:00Z"  # a Monday
-DEMO_WEEKS = 4
+DEMO_DAYS = 28
+TRAIN_DAYS = 8  # week 1 plus a day: the holdout (the last day) is a weekday seen in training
 DEMO_SCENARIO = "sudden"
 
 console = wide_console()
 
 
-def main() -> None:
+def main(days: int = DEMO_DAYS) -> None:
+    """The demo over `days` simulated days (the first TRAIN_DAYS train the first model)."""
+    if days <= TRAIN_DAYS:
+        console.print(f"[bold red]error:[/] the demo needs more than {TRAIN_DAYS} days")
+        raise SystemExit(2)
     settings = get_settings()
     configure_environment(settings)
-    from flows.backfill import run_backfill
     from flows.cli import print_daily_summary
-    from flows.simulate import run_simulation
     from tasks import registry
-    from tasks.broker import start_broker
-    from tasks.cycle import retrain_until
     from tasks.report import report_rows
-    from tasks.stream import topic_size
 
-    status = start_broker(settings)
-    console.print(
-        f"Kafka: {status.bootstrap}" + (f" (log {status.log_file})" if status.embedded else "")
-    )
+    bring_up(settings, live=False)
     ctx = cycle_context(as_tasks=False, settings=settings)
-    start = parse_instant(DEMO_START)
-    day = timedelta(days=1)
-    week = 7 * day
-    end = start + DEMO_WEEKS * week
-    hours = DEMO_WEEKS * 7 * 24
-    if topic_size(settings, ctx.schema.topic) == 0:
-        summary = run_simulation(
-            settings,
-            ctx.schema,
-            start=DEMO_START,
-            hours=hours,
-            scenario=DEMO_SCENARIO,
-            seed=settings.seed,
-            progress=True,
-        )
-        console.print(
-            f"Simulated {summary['records']:,} observations ({DEMO_SCENARIO} drift at "
-            f"{format_instant(start + 2 * week)}) into '{summary['topic']}'."
-        )
-    else:
-        console.print(
-            f"Topic '{ctx.schema.topic}' already holds the simulated weeks; reusing them."
-        )
-
+    simulate_unless_there(settings, days)
     done = report_rows(registry.cycle_runs(settings, ctx.model_name))
     if not done:
-        # Week 1 plus a day: the holdout (the last day) is then a weekday seen in training.
-        console.print("Training the first model on week 1 (and the Monday after) ...")
-        first = retrain_until(ctx, start + week + day, trigger="demo:initial")
-        console.print(
-            f"  version {first.challenger_version}: {first.decision} ({'; '.join(first.reasons)})"
-        )
-        total = len(windows_between(start + week + day, end, ctx.schema.window))
-        with Progress(transient=True) as bar:
-            job = bar.add_task("Replaying weeks 2-4 hour by hour", total=total)
-            run_backfill(
-                ctx,
-                start + week + day,
-                end,
-                retrain_every_hours=24,
-                on_window=lambda r: bar.advance(job) if r.kind == "finetune" else None,
-            )
+        with on_stack_prefect(settings):
+            train_and_replay(days)
         done = report_rows(registry.cycle_runs(settings, ctx.model_name))
     else:
         console.print("The demo already ran; showing its results (delete mlflow/ to start over).")
     print_daily_summary(done)
-    log_accuracy_timeline(ctx, start, end)
-    leave_stack_up(settings, ctx.model_name)
+    bring_up(settings, live=True)
+    say_what_to_open(settings, ctx.model_name)
 
 
-def leave_stack_up(settings: Settings, model: str) -> None:
-    """End with the always-on stack running on the demo's store, and say what to open."""
+def simulate_unless_there(settings: Settings, days: int) -> None:
+    """Simulate the demo's days into the topic, unless it already holds them."""
+    from flows.simulate import run_simulation
+    from tasks.schema import load_schema
+    from tasks.stream import topic_size
+
+    schema = load_schema(settings.schema_path)
+    if topic_size(settings, schema.topic) > 0:
+        console.print(f"Topic '{schema.topic}' already holds the simulated weeks; reusing them.")
+        return
+    summary = run_simulation(
+        settings,
+        schema,
+        start=DEMO_START,
+        hours=days * 24,
+        scenario=DEMO_SCENARIO,
+        seed=settings.seed,
+        progress=True,
+    )
+    drift = parse_instant(DEMO_START) + timedelta(weeks=2)
+    note = f" ({DEMO_SCENARIO} drift at {format_instant(drift)})" if days > 14 else ""
+    console.print(f"Simulated {summary['records']:,} observations{note} into '{summary['topic']}'.")
+
+
+def train_and_replay(days: int) -> None:
+    """The first model as a `retrain` flow run, then the replay as a `backfill` flow run."""
+    from flows.backfill import backfill
+    from flows.retrain import retrain
+
+    start = parse_instant(DEMO_START)
+    replay_from = start + timedelta(days=TRAIN_DAYS)
+    end = start + timedelta(days=days)
+    console.print(f"Training the first model on the first {TRAIN_DAYS} days ...")
+    first = retrain(until=format_instant(replay_from), trigger="demo:initial")
+    console.print(
+        f"  version {first['challenger_version']}: {first['decision']} "
+        f"({'; '.join(first['reasons'])})"
+    )
+    console.print("Replaying the rest hour by hour, with nightly retrains ...")
+    backfill(
+        start=format_instant(replay_from),
+        end=format_instant(end),
+        retrain_every_hours=24,
+        show_progress=True,
+    )
+
+
+@contextmanager
+def on_stack_prefect(settings: Settings) -> Iterator[None]:
+    """Flow runs of this process are recorded on the stack's Prefect server.
+
+    The terminal keeps each flow run's start (with its link) and end, not a line per task.
+    """
+    import logging
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks.stack import prefect_api_url
+
+    logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
+    with temporary_settings(updates={PREFECT_API_URL: prefect_api_url(settings)}):
+        yield
+
+
+def bring_up(settings: Settings, *, live: bool) -> None:
+    """The stack's servers and deployments; with `live` also the worker, the live simulator
+    and the window clock (a fine-tune run per closed window), which must wait for the replay."""
     from tasks import stack
+    from tasks.broker import BrokerError
     from tasks.services import ServiceError
 
-    console.print(
-        "\nStarting the always-on stack (MLflow and Prefect servers, a worker, the live "
-        "simulator) ..."
-    )
+    if live:
+        console.print("\nStarting the worker, the live simulator and the window clock ...")
+    else:
+        console.print("Starting the local stack (Kafka, MLflow and Prefect servers) ...")
     try:
-        stack.up(settings, say=lambda text: console.print(f"  [dim]{text}[/]"))
-    except ServiceError as exc:
+        stack.up(
+            settings,
+            simulator=live,
+            window_clock=live,
+            worker=live,
+            say=lambda text: console.print(f"  [dim]{text}[/]"),
+        )
+    except (ServiceError, BrokerError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise SystemExit(1) from None
+
+
+def say_what_to_open(settings: Settings, model: str) -> None:
+    from tasks import stack
+
     console.print(f"\n  MLflow UI:  {stack.mlflow_url(settings)}  (registry: Models > {model})")
-    console.print(f"  Prefect UI: {stack.prefect_ui_url(settings)}  (deployments, runs, artifacts)")
+    console.print(
+        f"  Prefect UI: {stack.prefect_ui_url(settings)}/runs  (the replay 'backfill' with its "
+        "artifacts; a 'finetune' run per closed window of the live stream)"
+    )
     console.print("  per-window table: .venv/bin/streamtrain report")
     console.print("  what runs:        .venv/bin/streamtrain status")
     console.print("  stop it all:      .venv/bin/streamtrain down   (or make down)")
 
 
+def parse_days(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__)
+    parser.add_argument(
+        "--days", type=int, default=DEMO_DAYS, help="Simulated days (default: four weeks)."
+    )
+    return int(parser.parse_args(argv).days)
+
+
 if __name__ == "__main__":
-    main()
+    main(parse_days())

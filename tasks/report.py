@@ -113,3 +113,45 @@ def drift_recovery(rows: list[dict[str, Any]], points: float = 0.02) -> dict[str
                 "windows": later - alarm_at,
             }
     return {"alarm": tuned[alarm_at]["window_start"], "baseline": baseline, "recovered": None}
+
+
+DAILY_COLUMNS = {
+    "day": "day",
+    "windows": "windows",
+    "rows": "rows",
+    "prequential_accuracy": "preq. acc",
+    "promotions": "promoted",
+    "retrains": "retrains",
+    "drift_retrains": "by drift",
+    "alarms": "alarms",
+    "rollbacks": "rollbacks",
+}
+
+
+def daily_table(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The per-day table as printed (column label to cell text): the terminal and the
+    replay's Prefect artifact show the same numbers."""
+    table = []
+    for day in daily_summary(rows):
+        acc = day["prequential_accuracy"]
+        cells = {key: str(day[key]) for key in DAILY_COLUMNS if key != "prequential_accuracy"}
+        cells["prequential_accuracy"] = "-" if acc is None else f"{acc:.3f}"
+        table.append({label: cells[key] for key, label in DAILY_COLUMNS.items()})
+    return table
+
+
+def recovery_line(rows: list[dict[str, Any]]) -> str:
+    """One sentence: when concept drift was detected and when accuracy recovered."""
+    recovery = drift_recovery(rows)
+    if recovery is None:
+        return "No concept-drift alarm."
+    if recovery["recovered"] is None:
+        return (
+            f"Concept drift detected at {recovery['alarm']}; accuracy has not yet "
+            "recovered to its earlier level."
+        )
+    return (
+        f"Concept drift detected at {recovery['alarm']}; prequential accuracy was back "
+        f"within 2 points of its earlier level ({recovery['baseline']:.3f}) at "
+        f"{recovery['recovered']}, {recovery['windows']} observed hours later."
+    )

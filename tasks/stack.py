@@ -192,9 +192,14 @@ def up(
     *,
     simulator: bool = True,
     window_clock: bool = False,
+    worker: bool = True,
     say: Callable[[str], None] = lambda _: None,
 ) -> list[PartStatus]:
-    """Start every part that is not running yet; on failure stop what this call started."""
+    """Start every part that is not running yet; on failure stop what this call started.
+
+    Without the worker, simulator and window clock the servers still answer and the
+    deployments exist, but nothing runs on its own (the demo's replay comes first).
+    """
     _check_ports(settings)
     started: list[Callable[[], object]] = []
     try:
@@ -208,7 +213,7 @@ def up(
             _start_server(settings, prefect_service(settings), _prefect_answers, started, say)
         say("creating the work pool and deploying prefect.yaml")
         deploy(settings)
-        optional = [(worker_service(settings), True), (simulator_service(settings), simulator)]
+        optional = [(worker_service(settings), worker), (simulator_service(settings), simulator)]
         optional.append((window_clock_service(settings), window_clock))
         for service, wanted in optional:
             if wanted and services.running_pid(service) is None:
