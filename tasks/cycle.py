@@ -15,7 +15,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from tasks import faults, guards, recovery, registry
-from tasks.drift import DriftReport, build_reference
+from tasks.drift import DriftReport, reference_for_range
 from tasks.evaluation import binary_metrics, metric_value, paired_bootstrap
 from tasks.gate import (
     DriftSignal,
@@ -26,17 +26,13 @@ from tasks.gate import (
     decide_rollback,
 )
 from tasks.model import build_model, fine_tune_copy, predict_proba, to_targets, train
+from tasks.plan import WindowPlan, plan_retrain, plan_window
+from tasks.reuse import ReuseDecision, choose_reuse, past_champions, score_models
 from tasks.schema import StreamSchema
 from tasks.settings import Settings
 from tasks.stages import Stages
 from tasks.stream import ROW_META, WindowRead, read_window
-from tasks.training_data import (
-    RecentHistory,
-    data_hash,
-    history_hours,
-    holdout_mask,
-    replay_sample,
-)
+from tasks.training_data import RecentHistory, data_hash, history_hours
 from tasks.validation import ValidationOutcome
 from tasks.windowing import Window, format_instant, to_ms, windows_between, windows_in
 
@@ -305,8 +301,8 @@ def register_and_decide(
 def _recover(ctx: CycleContext) -> str | None:
     """Finish the alias moves a crashed run left undone, before this cycle loads the champion.
 
-    Returns the version recovered, if any. A recovered retrain promotion resets the drift
-    detector, as the run that died would have.
+    Returns the version recovered, if any. A recovered retrain promotion starts the alarm from
+    the new champion's holdout accuracy, as the run that died would have.
     """
     found = recovery.finish_latest(ctx.settings, ctx.model_name)
     if found is None:
@@ -314,7 +310,8 @@ def _recover(ctx: CycleContext) -> str | None:
     version, lineage = found
     ctx.models.clear()
     if lineage.training_kind == "retrain" and lineage.gate_decision == "promoted":
-        guards.reset_detector(ctx)
+        accuracy = guards.champion_holdout_accuracy(ctx, version)
+        guards.alarm_for_new_champion(ctx, accuracy, fine_tuned=False)
     ctx.cache[f"recovered:{version}"] = lineage
     return version
 
@@ -440,40 +437,34 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
     registry.record_live_accuracy(
         settings, ctx.model_name, parent, window.start, result.prequential_accuracy
     )
-    result.concept_drift_alarm = guards.update_detector(
-        ctx, result.prequential_accuracy, len(rows), format_instant(window.start)
-    )
     recent_cut = to_ms(window.start - timedelta(hours=settings.drift_recent_hours))
     recent = history[history["_event_ms"] >= recent_cut] if not history.empty else history
     drift = ctx.stages.run("drift", guards.data_drift, ctx, parent, rows, recent)
+    plan = _plan(ctx, window, parent, rows, history, result.prequential_accuracy, drift)
+    result.concept_drift_alarm = plan.alarm.alarm
     signal = _signal(drift, result)
 
     seed = settings.seed + window.start_ms // (window.end_ms - window.start_ms)
-    window_holdout = holdout_mask(schema, rows, settings.seed)
-    hist_holdout = holdout_mask(schema, history, settings.seed) if not history.empty else None
-    train_rows = rows[~window_holdout]
-    if hist_holdout is not None:
-        replay_pool = history[~hist_holdout]
-        recent_start = to_ms(window.start - timedelta(hours=settings.replay_hours))
-        replay_pool = replay_pool[replay_pool["_event_ms"] >= recent_start]
-        train_rows = pd.concat(
-            [train_rows, replay_sample(replay_pool, settings.replay_samples, settings.seed, seed)],
-            ignore_index=True,
-        )
-    challenger = ctx.stages.run("fine-tune", _fine_tune, ctx, champion, train_rows, seed)
-    holdouts = _holdouts(
-        ctx,
-        window,
-        rows[window_holdout],
-        history[hist_holdout] if hist_holdout is not None else history,
+    challenger = ctx.stages.run(
+        "fine-tune", _fine_tune, ctx, champion, plan.train, seed, plan.weights
     )
     comparisons = ctx.stages.run(
-        "holdout eval", compare_on_holdouts, ctx, challenger, champion, holdouts, seed
+        "holdout eval", compare_on_holdouts, ctx, challenger, champion, plan.holdouts, seed
     )
     decision = ctx.stages.run(
-        "gate", decide_promotion, comparisons, signal, GatePolicy.from_settings(settings)
+        "gate",
+        decide_promotion,
+        comparisons,
+        signal,
+        GatePolicy.from_settings(settings),
+        judge_on=plan.judge_on,
     )
-    _note_retrain(ctx, result, decision, drift, window)
+    reused = _reuse(ctx, plan, parent, champion, challenger) if plan.consider_reuse else None
+    if reused is not None:
+        decision = GateDecision(
+            False, (*decision.reasons, *reused.reasons), False, decision.details
+        )
+    _note_retrain(result, plan, window)
     result.challenger_metric, result.champion_metric = _primary(
         comparisons, settings.primary_metric
     )
@@ -483,7 +474,7 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
         window=window,
         read=read,
         model=challenger,
-        train_rows=train_rows,
+        train_rows=plan.train,
         parent=parent,
         comparisons=comparisons,
         decision=decision,
@@ -494,16 +485,122 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
     )
     result.challenger_version, result.run_id = version, run_id
     result.decision = "promoted" if decision.promote else "kept"
-    result.reasons = [*result.reasons, *decision.reasons]
+    result.reasons = [*result.reasons, *plan.reasons, *decision.reasons]
     if decision.promote:
         ctx.models.clear()
         ctx.models[version] = challenger
+        guards.alarm_for_new_champion(
+            ctx, _holdout_accuracy(comparisons, plan.judge_on), fine_tuned=True
+        )
+    elif reused is not None and reused.version is not None:
+        _bring_back(ctx, reused, trigger, result)
     else:
         _check_rollback(ctx, result)
     return _finish(ctx, result)
 
 
-def _fine_tune(ctx: CycleContext, champion: Any, rows: pd.DataFrame, seed: int) -> Any:
+def _plan(
+    ctx: CycleContext,
+    window: Window,
+    parent: str,
+    rows: pd.DataFrame,
+    history: pd.DataFrame,
+    accuracy: float,
+    drift: DriftReport | None,
+) -> WindowPlan:
+    """Plan the window from the alarm and drift-episode state, and keep the new state.
+
+    The state is written before the fit, with the state before this window beside it, so a
+    run killed later and run again starts from where this one started.
+    """
+    label = format_instant(window.start)
+    before = guards.planning_state(ctx, parent, label)
+    plan = ctx.stages.run(
+        "plan",
+        plan_window,
+        ctx.schema,
+        ctx.settings,
+        window,
+        rows,
+        history,
+        accuracy=accuracy,
+        alarm=before[0],
+        episodes=before[1],
+        drift=drift,
+    )
+    guards.store_planning_state(ctx, label, before, (plan.alarm_state, plan.episodes))
+    return plan
+
+
+def _holdout_accuracy(
+    comparisons: list[HoldoutComparison], judge_on: tuple[str, ...] | None
+) -> float:
+    """The promoted model's accuracy on the holdout it was judged on (the longest one)."""
+    judged = [c for c in comparisons if judge_on is None or c.name in judge_on] or comparisons
+    longest = max(judged, key=lambda c: c.rows)
+    return float(metric_value(longest.challenger, "accuracy"))
+
+
+REUSE_LOOKBACK_DAYS = 14
+
+
+def _reuse(
+    ctx: CycleContext, plan: WindowPlan, parent: str, champion: Any, challenger: Any
+) -> ReuseDecision | None:
+    """On an alarm: would a past champion (one per day of the last fortnight) serve the new
+    concept clearly better than both the champion and the fresh fine-tune?"""
+    rows = plan.reuse_rows
+    if rows.empty:
+        return None
+    candidates = past_champions(
+        registry.list_versions(ctx.settings, ctx.model_name), parent, REUSE_LOOKBACK_DAYS
+    )
+    if not candidates:
+        return None
+    schema = ctx.schema
+    models = {
+        v: _scorer(schema, registry.load_keras(ctx.settings, ctx.model_name, v)) for v in candidates
+    }
+    past = ctx.cache["reuse_scores"] = score_models(schema, models, rows)
+    ours = score_models(
+        schema, {"champion": _scorer(schema, champion), "new": _scorer(schema, challenger)}, rows
+    )
+    return choose_reuse(
+        past,
+        ours["champion"],
+        ours["new"],
+        rows=len(rows),
+        margin=ctx.settings.reuse_margin,
+    )
+
+
+def _scorer(schema: StreamSchema, model: Any) -> Any:
+    return lambda frame: predict_proba(model, schema, frame)
+
+
+def _bring_back(
+    ctx: CycleContext, reused: ReuseDecision, trigger: str, result: CycleResult
+) -> None:
+    """Make the chosen past champion serve again, recorded as a reuse in the alias history."""
+    assert reused.version is not None
+    why = list(reused.reasons)
+    registry.promote(
+        ctx.settings,
+        ctx.model_name,
+        reused.version,
+        trigger=f"reuse:{trigger}",
+        reasons=[f"reused version {reused.version}", *why],
+    )
+    ctx.models.clear()
+    expected = ctx.cache.pop("reuse_scores", {}).get(reused.version, 0.5)
+    guards.alarm_for_new_champion(ctx, expected, fine_tuned=False)
+    result.decision = "reused"
+    result.reasons.append(f"reused version {reused.version}")
+
+
+def _fine_tune(
+    ctx: CycleContext, champion: Any, rows: pd.DataFrame, seed: int, weights: Any = None
+) -> Any:
     challenger = fine_tune_copy(champion)
     s = ctx.settings
     train(
@@ -514,23 +611,11 @@ def _fine_tune(ctx: CycleContext, champion: Any, rows: pd.DataFrame, seed: int) 
         learning_rate=s.finetune_learning_rate,
         batch_size=s.batch_size,
         seed=seed,
+        sample_weight=weights,
     )
     # New weights in memory only, nothing saved: what a crash in the middle of fit leaves.
     faults.checkpoint(s, "during_fit")
     return challenger
-
-
-def _holdouts(
-    ctx: CycleContext, window: Window, current: pd.DataFrame, past: pd.DataFrame
-) -> dict[str, pd.DataFrame]:
-    """Recent and long holdouts: held-out rows of the last few hours and of a longer period."""
-    s = ctx.settings
-    out = {}
-    for name, hours in (("recent", s.recent_holdout_hours), ("long", s.long_holdout_hours)):
-        since = to_ms(window.end - timedelta(hours=hours))
-        older = past[past["_event_ms"] >= since] if not past.empty else past
-        out[name] = pd.concat([older, current], ignore_index=True) if not older.empty else current
-    return out
 
 
 def _check_rollback(ctx: CycleContext, result: CycleResult) -> None:
@@ -605,18 +690,22 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
             f"already retrained on this range from version {parent} (version {existing})"
         ]
         return _finish(ctx, result)
-    frame = validated
-    cutoff = to_ms(end - timedelta(hours=settings.holdout_hours))
-    recent = frame["_event_ms"] >= cutoff
-    train_rows = frame[~recent & ~holdout_mask(schema, frame, settings.seed)]
-    if train_rows.empty:
-        result.reasons = ["no rows before the holdout period to train on"]
+    change = guards.change_start(ctx) if trigger.startswith("drift") else None
+    plan = ctx.stages.run(
+        "plan",
+        plan_retrain,
+        schema,
+        settings,
+        validated,
+        span.end_ms,
+        change_start_ms=change,
+    )
+    if plan.train.empty:
+        result.reasons = ["no rows outside the holdout to train on"]
         return _finish(ctx, result)
-    model = ctx.stages.run("fit", _fit_fresh, ctx, train_rows, frame)
-    recent_cut = to_ms(end - timedelta(hours=settings.recent_holdout_hours))
-    holdouts = {"recent": frame[frame["_event_ms"] >= recent_cut], "long": frame[recent]}
+    model = ctx.stages.run("fit", _fit_fresh, ctx, plan.train, plan.vocabulary, plan.weights)
     comparisons = ctx.stages.run(
-        "holdout eval", compare_on_holdouts, ctx, model, champion, holdouts, settings.seed
+        "holdout eval", compare_on_holdouts, ctx, model, champion, plan.holdouts, settings.seed
     )
     decision = ctx.stages.run(
         "gate",
@@ -625,6 +714,7 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
         None,
         GatePolicy.from_settings(settings),
         fine_tuned=False,
+        judge_on=plan.judge_on,
     )
     result.challenger_metric, result.champion_metric = _primary(
         comparisons, settings.primary_metric
@@ -635,29 +725,32 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
         window=span,
         read=read,
         model=model,
-        train_rows=train_rows,
+        train_rows=plan.train,
         parent=parent,
         comparisons=comparisons,
         decision=decision,
         trigger=trigger,
         extra_metrics=_result_metrics(result),
         extra_artifacts={
-            guards.REFERENCE_ARTIFACT: build_reference(schema, train_rows).to_json(),
+            guards.REFERENCE_ARTIFACT: reference_for_range(schema, plan.vocabulary).to_json(),
             "validation_summary.json": _json(validation.summary()),
         },
         result=result,
     )
     result.challenger_version, result.run_id = version, run_id
     result.decision = "promoted" if decision.promote else "kept"
-    result.reasons = list(decision.reasons)
+    result.reasons = [*plan.reasons, *decision.reasons]
     if decision.promote:
         ctx.models.clear()
         ctx.models[version] = model
-        guards.reset_detector(ctx)
+        accuracy = _holdout_accuracy(comparisons, plan.judge_on) if comparisons else 0.5
+        guards.alarm_for_new_champion(ctx, accuracy, fine_tuned=False)
     return _finish(ctx, result)
 
 
-def _fit_fresh(ctx: CycleContext, rows: pd.DataFrame, seen: pd.DataFrame) -> Any:
+def _fit_fresh(
+    ctx: CycleContext, rows: pd.DataFrame, seen: pd.DataFrame, weights: Any = None
+) -> Any:
     """Train from scratch on `rows`; vocabularies cover every value `seen` in the range.
 
     Categories that first appear in the holdout hours (new stores) still get their own
@@ -673,6 +766,7 @@ def _fit_fresh(ctx: CycleContext, rows: pd.DataFrame, seen: pd.DataFrame) -> Any
         learning_rate=s.retrain_learning_rate,
         batch_size=s.batch_size,
         seed=s.seed,
+        sample_weight=weights,
     )
     return model
 
@@ -731,33 +825,15 @@ def _signal(drift: DriftReport | None, result: CycleResult) -> DriftSignal:
     return drift.to_signal(concept_drift_alarm=result.concept_drift_alarm)
 
 
-def _note_retrain(
-    ctx: CycleContext,
-    result: CycleResult,
-    decision: GateDecision,
-    drift: DriftReport | None,
-    window: Window,
-) -> None:
-    """Ask for a full retrain on severe drift, a concept alarm or categories the model lacks."""
-    if not ctx.settings.retrain_on_drift:
+def _note_retrain(result: CycleResult, plan: WindowPlan, window: Window) -> None:
+    """Ask for a full retrain when the planner's drift policy does; the rule is the trigger."""
+    request = plan.retrain
+    if not request.retrain:
         return
-    causes = []
-    if result.concept_drift_alarm:
-        causes.append("concept")
-    if result.data_drift == "severe":
-        causes.append("data")
-    if result.new_categories:
-        causes.append("new-categories")
-    if decision.retrain or causes:
-        result.retrain_triggered = True
-        result.retrain_trigger = (
-            f"drift:{'+'.join(causes) or 'gate'}@{format_instant(window.start)}"
-        )
-        names = ", ".join(f"{k}={v}" for k, v in result.new_categories.items())
-        result.reasons.append(
-            f"retrain triggered by {'+'.join(causes) or 'the gate'} drift"
-            + (f" (new categories: {names})" if names else "")
-        )
+    result.retrain_triggered = True
+    rule = request.rule or "drift"
+    result.retrain_trigger = f"drift:{rule}@{format_instant(window.start)}"
+    result.reasons.append(f"retrain triggered by the {rule} rule")
 
 
 def _check_artifacts(

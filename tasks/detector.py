@@ -62,6 +62,7 @@ class AccuracyAlarm:
     change_start_ms: int | None = None  # where the last alarmed change began (the planner's)
     served_windows: int = 0  # windows scored since this champion began serving
     falling: bool = False  # inside a fall that has already alarmed
+    pooled_margin: float = 0.05  # the same, for the test over the last few windows pooled
 
     @classmethod
     def for_model(
@@ -74,13 +75,22 @@ class AccuracyAlarm:
         threshold: float = 60.0,
         warm_rows: int = 200,
         pool_windows: int = 4,
+        pooled_margin: float = 0.05,
     ) -> AccuracyAlarm:
         """A new model's alarm, its cumulative test started from that model's holdout error."""
         if not 0.0 <= holdout_accuracy <= 1.0:
             raise ValueError(f"holdout accuracy {holdout_accuracy!r} is not in [0, 1]")
         ph = ConceptDriftDetector(delta=delta, threshold=threshold)
         ph.warm_start(1.0 - holdout_accuracy, warm_rows)
-        return cls(holdout_accuracy, confidence, margin, warm_rows, pool_windows, ph)
+        return cls(
+            holdout_accuracy,
+            confidence,
+            margin,
+            warm_rows,
+            pool_windows,
+            ph,
+            pooled_margin=pooled_margin,
+        )
 
     def with_champion(self, holdout_accuracy: float, *, fine_tuned: bool) -> AccuracyAlarm:
         """The state for a newly promoted champion; its holdout accuracy becomes the expected one.
@@ -99,6 +109,7 @@ class AccuracyAlarm:
             threshold=self.page_hinkley.threshold,
             warm_rows=self.warm_rows,
             pool_windows=self.pool_windows,
+            pooled_margin=self.pooled_margin,
         )
         fresh.history, fresh.change_start_ms = list(self.history), self.change_start_ms
         return fresh
@@ -142,25 +153,27 @@ class AccuracyAlarm:
     def _bounds(self, accuracy: float, rows: int) -> tuple[str | None, tuple[str, ...]]:
         """The Wilson test that finds a fall ("wilson" on the window, "wilson-pooled" on the
         last few windows of this champion), or None, with the texts of both bounds."""
-        fall, bound = self._bound(accuracy, rows, f"accuracy {accuracy:.2f} on {rows} rows")
+        fall, bound = self._bound(
+            accuracy, rows, f"accuracy {accuracy:.2f} on {rows} rows", self.margin
+        )
         pooled = self.history[-min(self.pool_windows, self.served_windows) :]
         pool_rows = sum(w.rows for w in pooled)
         pool_acc = sum(w.accuracy * w.rows for w in pooled) / pool_rows if pool_rows else 1.0
         pool_text = f"pooled accuracy {pool_acc:.2f} on {pool_rows} rows of {len(pooled)} windows"
-        pool_fall, pool_bound = self._bound(pool_acc, pool_rows, pool_text)
+        pool_fall, pool_bound = self._bound(pool_acc, pool_rows, pool_text, self.pooled_margin)
         if fall:
             return "wilson", (bound, pool_bound)
         if pool_fall and len(pooled) == self.pool_windows:
             return "wilson-pooled", (pool_bound, bound)
         return None, (bound, pool_bound)
 
-    def _bound(self, accuracy: float, rows: int, seen: str) -> tuple[bool, str]:
+    def _bound(self, accuracy: float, rows: int, seen: str, margin: float) -> tuple[bool, str]:
         """(fell, reason): is the one-sided upper bound below the expected accuracy?"""
         upper = wilson_upper(accuracy, rows, self.confidence)
-        fell = rows > 0 and upper < self.expected - self.margin
+        fell = rows > 0 and upper < self.expected - margin
         text = (
             f"{seen}: one-sided {self.confidence:.0%} Wilson upper bound {upper:.2f} "
-            f"{'<' if fell else '>='} expected {self.expected:.2f} - margin {self.margin:.2f}"
+            f"{'<' if fell else '>='} expected {self.expected:.2f} - margin {margin:.2f}"
         )
         return fell, text
 

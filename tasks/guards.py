@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from tasks import registry
-from tasks.drift import ConceptDriftDetector, DriftReport, ReferenceProfile, check_data_drift
+from tasks.detector import AccuracyAlarm
+from tasks.drift import DriftReport, ReferenceProfile, check_data_drift
+from tasks.drift_policy import DriftEpisodes
 from tasks.schema import RowCountSpec
 from tasks.stream import SetAside, dead_letter
 from tasks.validation import REASONS, ValidationOutcome, validate_window
@@ -25,6 +27,8 @@ DETECTOR_TAG = "concept_drift.state"
 # The last window fed to the detector and the state before it, so that the rerun of a crashed
 # hour replaces that window's update instead of counting it twice.
 DETECTOR_WINDOW_TAG = "concept_drift.last_window"
+# The data-drift episodes already acted on (a new value retrains once, not every window).
+EPISODES_TAG = "drift.episodes"
 
 
 def validate_rows(ctx: CycleContext, frame: pd.DataFrame, windows: int = 1) -> ValidationOutcome:
@@ -103,43 +107,104 @@ def data_drift(
     )
 
 
-def detector(ctx: CycleContext) -> ConceptDriftDetector:
-    """The stream's concept-drift detector, resumed from the registry (kept warm in a backfill)."""
-    if "detector" not in ctx.cache:
-        text = registry.get_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG)
-        s = ctx.settings
-        ctx.cache["detector"] = (
-            ConceptDriftDetector.from_json(text)
-            if text
-            else ConceptDriftDetector(delta=s.concept_delta, threshold=s.concept_threshold)
-        )
-    found: ConceptDriftDetector = ctx.cache["detector"]
-    return found
+# --- the planner's state: the accuracy alarm and the drift episodes ---------------------------
 
 
-def update_detector(ctx: CycleContext, accuracy: float, rows: int, window: str) -> bool:
-    """Feed the serving champion's error rate on this window; True when the alarm fires.
+def champion_holdout_accuracy(ctx: CycleContext, version: str) -> float:
+    """What the serving model is expected to score: its own accuracy on its longest holdout."""
+    lineage = registry.version_lineage(ctx.settings, ctx.model_name, version)
+    metrics = lineage.holdout_metrics if lineage is not None else {}
+    for name in ("current.accuracy", "long.accuracy", "recent.accuracy"):
+        if name in metrics:
+            return float(metrics[name])
+    return 1.0 - ctx.settings.absolute_floor / 2  # no holdout recorded: a cautious guess
 
-    Once per window: the state before the window is written first, so a run killed after the
-    update, then rerun, starts again from that state and ends where one run would have.
+
+def planning_state(
+    ctx: CycleContext, champion: str, window: str
+) -> tuple[AccuracyAlarm, DriftEpisodes]:
+    """The alarm and drift-episode state this window starts from.
+
+    Resumed from the registry (kept warm in a backfill); for the rerun of the window last
+    seen, the state from before it, so a crashed hour is not counted twice; for a champion
+    with no state yet, an alarm started from that champion's holdout accuracy, never blank.
     """
-    found = detector(ctx)
-    if "detector_window" not in ctx.cache:
+    if "alarm_window" not in ctx.cache:
         text = registry.get_model_tag(ctx.settings, ctx.model_name, DETECTOR_WINDOW_TAG)
-        ctx.cache["detector_window"] = json.loads(text) if text else {}
-    last: dict[str, str] = ctx.cache["detector_window"]
-    if last.get("window") == window:
-        found = ctx.cache["detector"] = ConceptDriftDetector.from_json(last["before"])
-    last = {"window": window, "before": found.to_json()}
+        ctx.cache["alarm_window"] = _loads(text)
+    last: dict[str, str] = ctx.cache["alarm_window"]
+    if last.get("window") == window and "alarm" in last:
+        return AccuracyAlarm.from_json(last["alarm"]), DriftEpisodes.from_json(last["episodes"])
+    if ctx.cache.get("alarm") is None:
+        ctx.cache["alarm"] = _stored_alarm(ctx) or _new_alarm(ctx, champion)
+    if "episodes" not in ctx.cache:
+        text = registry.get_model_tag(ctx.settings, ctx.model_name, EPISODES_TAG)
+        ctx.cache["episodes"] = DriftEpisodes.from_json(text) if text else DriftEpisodes()
+    return ctx.cache["alarm"], ctx.cache["episodes"]
+
+
+def store_planning_state(
+    ctx: CycleContext,
+    window: str,
+    before: tuple[AccuracyAlarm, DriftEpisodes],
+    after: tuple[AccuracyAlarm, DriftEpisodes],
+) -> None:
+    """Keep the state before this window (for a rerun), then the state after it."""
+    last = {"window": window, "alarm": before[0].to_json(), "episodes": before[1].to_json()}
     registry.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_WINDOW_TAG, json.dumps(last))
-    ctx.cache["detector_window"] = last
-    alarm = found.update(1.0 - accuracy, weight=rows)
-    registry.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG, found.to_json())
-    return alarm
+    ctx.cache["alarm_window"] = last
+    _store(ctx, *after)
 
 
-def reset_detector(ctx: CycleContext) -> None:
-    """A new model from scratch starts a new error history."""
-    found = detector(ctx)
-    found.reset()
-    registry.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG, found.to_json())
+def alarm_for_new_champion(ctx: CycleContext, holdout_accuracy: float, *, fine_tuned: bool) -> None:
+    """A promoted champion is judged against its own holdout accuracy from the next window on;
+    a new model (retrain, reuse) starts the cumulative test from its own error, not blank."""
+    if "alarm" not in ctx.cache:
+        ctx.cache["alarm"] = _stored_alarm(ctx)
+    current: AccuracyAlarm | None = ctx.cache["alarm"]
+    if current is None:
+        alarm = _fresh_alarm(ctx, holdout_accuracy)
+    else:
+        alarm = current.with_champion(holdout_accuracy, fine_tuned=fine_tuned)
+    ctx.cache["alarm"] = alarm
+    registry.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG, alarm.to_json())
+
+
+def change_start(ctx: CycleContext) -> int | None:
+    """Where the last alarmed change began (epoch ms), for a retrain the alarm asked for."""
+    alarm = ctx.cache.get("alarm") or _stored_alarm(ctx)
+    return alarm.change_start_ms if alarm is not None else None
+
+
+def _store(ctx: CycleContext, alarm: AccuracyAlarm, episodes: DriftEpisodes) -> None:
+    ctx.cache["alarm"], ctx.cache["episodes"] = alarm, episodes
+    registry.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG, alarm.to_json())
+    registry.set_model_tag(ctx.settings, ctx.model_name, EPISODES_TAG, episodes.to_json())
+
+
+def _stored_alarm(ctx: CycleContext) -> AccuracyAlarm | None:
+    text = registry.get_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG)
+    if not text:
+        return None
+    try:
+        return AccuracyAlarm.from_json(text)
+    except (KeyError, TypeError, ValueError):  # a Page-Hinkley state of an earlier release
+        return None
+
+
+def _new_alarm(ctx: CycleContext, champion: str) -> AccuracyAlarm:
+    return _fresh_alarm(ctx, champion_holdout_accuracy(ctx, champion))
+
+
+def _fresh_alarm(ctx: CycleContext, holdout_accuracy: float) -> AccuracyAlarm:
+    from tasks.plan import new_alarm
+
+    return new_alarm(ctx.settings, min(max(holdout_accuracy, 0.0), 1.0))
+
+
+def _loads(text: str | None) -> dict[str, str]:
+    try:
+        found = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}

@@ -190,7 +190,7 @@ class _Trainer:
         }
         rows = tf.TensorSpec((None,), tf.float32)
         index = tf.TensorSpec((None,), tf.int32)
-        self._step = tf.function(self._train_step, input_signature=[features, rows, index])
+        self._step = tf.function(self._train_step, input_signature=[features, rows, rows, index])
         self._forward = tf.function(self._predict, input_signature=[features])
 
     def _predict(self, x: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -201,13 +201,16 @@ class _Trainer:
             _assign(self.template.weights, model.weights)
             return np.asarray(self._forward(x), dtype=np.float64)
 
-    def _train_step(self, x: dict[str, tf.Tensor], y: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    def _train_step(
+        self, x: dict[str, tf.Tensor], y: tf.Tensor, w: tf.Tensor, index: tf.Tensor
+    ) -> tf.Tensor:
         model = self.template
         batch = {name: tf.gather(tensor, index) for name, tensor in x.items()}
         target = tf.reshape(tf.gather(y, index), (-1, 1))
+        weight = tf.gather(w, index)  # normalised to a mean of 1 over the frame
         with tf.GradientTape() as tape:
             proba = model(batch, training=True)
-            loss = tf.reduce_mean(keras.losses.binary_crossentropy(target, proba))
+            loss = tf.reduce_mean(keras.losses.binary_crossentropy(target, proba) * weight)
         grads = tape.gradient(loss, model.trainable_variables)
         model.optimizer.apply(grads, model.trainable_variables)
         return loss
@@ -217,6 +220,7 @@ class _Trainer:
         model: keras.Model,
         x: dict[str, tf.Tensor],
         y: tf.Tensor,
+        w: tf.Tensor,
         orders: list[np.ndarray],
         batch_size: int,
     ) -> list[float]:
@@ -228,7 +232,7 @@ class _Trainer:
                 total = 0.0
                 for start in range(0, len(order), batch_size):
                     index = order[start : start + batch_size]
-                    total += float(self._step(x, y, index)) * len(index)
+                    total += float(self._step(x, y, w, index)) * len(index)
                 losses.append(total / len(order))
             _assign(model.variables, self.template.variables)
             _assign(model.optimizer.variables, self.template.optimizer.variables)
@@ -268,10 +272,20 @@ def train(
     learning_rate: float,
     batch_size: int,
     seed: int,
+    sample_weight: np.ndarray | None = None,
 ) -> TrainResult:
-    """Fit `model` in place on `frame` (a fresh model for a retrain, a warm copy to fine-tune)."""
+    """Fit `model` in place on `frame` (a fresh model for a retrain, a warm copy to fine-tune).
+
+    `sample_weight` (one per row, the planner's) scales each row's loss; it is normalised to a
+    mean of 1, so the learning rate means the same whatever the weights' scale.
+    """
     if frame.empty:
         raise ValueError("cannot train on an empty frame")
+    weights = np.ones(len(frame)) if sample_weight is None else np.asarray(sample_weight, float)
+    bad = not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0
+    if len(weights) != len(frame) or bad:
+        raise ValueError("sample_weight needs one finite, non-negative weight per row")
+    weights = weights / weights.mean()
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
     if not model.optimizer.built:
@@ -280,7 +294,8 @@ def train(
     x = to_inputs(schema, frame)
     y = tf.constant(to_targets(schema, frame))
     orders = _epoch_orders(len(frame), epochs, seed)
-    losses = _trainer_for(model).fit(model, x, y, orders, batch_size)
+    w = tf.constant(weights, dtype=tf.float32)
+    losses = _trainer_for(model).fit(model, x, y, w, orders, batch_size)
     return TrainResult(
         losses=tuple(losses),
         epochs=epochs,

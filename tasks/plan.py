@@ -96,6 +96,7 @@ def new_alarm(settings: Settings, holdout_accuracy: float) -> AccuracyAlarm:
         threshold=settings.concept_threshold,
         warm_rows=settings.alarm_warm_rows,
         pool_windows=settings.alarm_pool_windows,
+        pooled_margin=settings.alarm_pooled_margin,
     )
 
 
@@ -122,6 +123,8 @@ def holdouts_for(
     if change_start_ms is None or change_start_ms < end_ms - settings.long_holdout_hours * HOUR_MS:
         return out, None
     out[CURRENT] = _since(held, change_start_ms)
+    if len(out[CURRENT]) < settings.min_current_holdout_rows:
+        return out, None  # too few rows of the new concept yet: judged on every holdout
     return out, (CURRENT,)
 
 
@@ -195,6 +198,11 @@ def plan_window(
     holdouts, judge_on = holdouts_for(settings, window.end_ms, held, change)
     if judge_on:
         reasons.append(f"judged on the {len(holdouts[CURRENT])} held-out rows since the change")
+    elif CURRENT in holdouts:
+        reasons.append(
+            f"only {len(holdouts[CURRENT])} held-out rows since the change (fewer than "
+            f"{settings.min_current_holdout_rows}): judged on every holdout"
+        )
     return WindowPlan(
         train=train,
         weights=weights,

@@ -6,8 +6,9 @@ here as callables producing probabilities; the choice comes back with its reason
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,26 @@ def choose_reuse(
     if score >= bar:
         return ReuseDecision(version, (f"{text}: reused version {version}",))
     return ReuseDecision(None, (f"{text}: not clearly better, not reused",))
+
+
+def past_champions(versions: Sequence[Any], champion: str, days: int) -> list[str]:
+    """Candidates to bring back: the last version promoted on each of the last `days` days
+    of stream time (by the window it was trained on), the serving champion left out.
+
+    One per day rather than the last few promotions: hourly fine-tunes promote many versions
+    of the same concept, and a recurring concept is days old.
+    """
+    promoted = [
+        v
+        for v in versions
+        if v.lineage is not None and v.lineage.gate_decision == "promoted" and v.version != champion
+    ]
+    if not promoted:
+        return []
+    by_day: dict[str, str] = {}
+    for v in sorted(promoted, key=lambda v: (v.lineage.window_end, _number(v.version))):
+        by_day[v.lineage.window_end[:10]] = v.version
+    return [by_day[day] for day in sorted(by_day)[-days:]][::-1]
 
 
 def _number(version: str) -> int:

@@ -192,11 +192,18 @@ class Settings(BaseSettings):
         "accuracy with the serving model's holdout accuracy (tasks/detector.py).",
     )
     alarm_margin: float = Field(
-        default=0.05,
+        default=0.15,
         ge=0.0,
         le=1.0,
-        description="Shortfall below the serving model's holdout accuracy that is tolerated "
-        "before the accuracy bound alarms.",
+        description="Shortfall below the serving model's holdout accuracy that one window may "
+        "show before its accuracy bound alarms: some hours are harder than the average (a "
+        "rule that holds one hour a week), so a single window needs a large fall.",
+    )
+    alarm_pooled_margin: float = Field(
+        default=0.08,
+        ge=0.0,
+        le=1.0,
+        description="The same shortfall for the last few windows pooled (slower falls).",
     )
     alarm_pool_windows: int = Field(
         default=4, ge=1, description="Windows pooled by the alarm's second (slow-fall) bound."
@@ -239,6 +246,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Post-change training rows below which a retrain after an alarm falls "
         "back to the recency-weighted range.",
+    )
+    min_current_holdout_rows: int = Field(
+        default=50,
+        ge=1,
+        description="Held-out rows since a change needed before a challenger is judged on "
+        "them alone: one odd window (a batch of flipped labels) is not yet a new concept.",
     )
 
     # --- the promotion gate --------------------------------------------------------------
