@@ -165,3 +165,32 @@ def test_new_stores_are_reported_by_name_and_a_retrain_learns_them(settings: Set
     model = registry.load_keras(s, schema.name, str(retrained.challenger_version))
     assert {101, 120} <= set(vocabulary(model, "store_id"))
     assert "Harbourside" in vocabulary(model, "suburb")
+
+
+@pytest.mark.slow
+def test_fine_tunes_after_a_drift_retrain_in_a_backfill_keep_their_own_trigger(
+    settings: Settings,
+) -> None:
+    s = fast(settings, finetune_epochs=2)
+    day8 = START + WEEK + timedelta(days=1)
+    schema = simulated(s, "new-stores", 9, drift_at=day8)
+    _champion(s, schema)
+    ctx = CycleContext(settings=s, schema=schema)
+    results = run_backfill(ctx, day8 + 9 * HOUR, day8 + 13 * HOUR, retrain_every_hours=None)
+    drift = next(i for i, r in enumerate(results) if r.kind == "retrain")
+    assert results[drift].trigger.startswith("drift:")
+    later = [r for r in results[drift + 1 :] if r.kind == "finetune" and r.challenger_version]
+    assert later, [(r.kind, r.window_start, r.decision) for r in results]
+    assert [r.trigger for r in later] == ["backfill"] * len(later)
+    for r in later:
+        lineage = registry.version_lineage(s, schema.name, str(r.challenger_version))
+        assert lineage is not None and lineage.trigger == "backfill"
+    versions = {str(r.challenger_version) for r in later}
+    # The moves that put these versions in place (a later promotion, drift retrains
+    # included, moves previous-champion onto them with its own trigger).
+    moves = [
+        m
+        for m in registry.alias_history(s, schema.name)
+        if m.to_version in versions and m.alias != registry.PREVIOUS_CHAMPION
+    ]
+    assert moves and {m.trigger for m in moves} == {"backfill"}
