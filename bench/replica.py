@@ -8,15 +8,12 @@ checks, the concept-drift detector, compare_on_holdouts, the promotion gate, the
 rule) on the simulator's records, with the pipeline's settings. What it skips: reading Kafka,
 validation (the scenarios used here have no broken records), logging and registering.
 
-Still copied from tasks/cycle.py, because no public function offers them yet (issue 13's
-planner and executor will replace this whole class):
-- the order of the steps in `finetune_window` and `retrain_until` (which rows train, which
-  rows are held out, when the detector is reset);
-- `_holdouts` (recent and long holdouts), as `_holdouts` below;
-- `_signal` and `_note_retrain` (the drift signal for the gate and the rule that asks for a
-  drift-triggered retrain), as `_retrain_causes` below;
-- `_fine_tune` and `_fit_fresh` (thin over the public `tasks.model` functions, without the
-  fault-injection checkpoint).
+Every decision comes from the pipeline's own pure modules: `tasks.plan.plan_window` and
+`plan_retrain` (training rows and weights, holdouts, what is judged, the accuracy alarm, the
+drift policy), `tasks.gate.decide_promotion`, `tasks.reuse` (past champions). Still copied
+from tasks/cycle.py, its executor: the order of the steps (read, plan, fit, compare, gate,
+promote, reuse, roll back), one past champion kept per day for reuse (the executor asks the
+registry), and thin fit and fine-tune calls without the fault checkpoint.
 """
 
 from __future__ import annotations
@@ -31,20 +28,19 @@ import pandas as pd
 
 from bench.strategy import Outcome, WindowRecord
 from tasks.cycle import CycleContext, compare_on_holdouts
-from tasks.drift import (
-    ConceptDriftDetector,
-    DriftReport,
-    ReferenceProfile,
-    build_reference,
-    check_data_drift,
-)
-from tasks.gate import GateDecision, GatePolicy, decide_promotion, decide_rollback
+from tasks.detector import AccuracyAlarm
+from tasks.drift import ReferenceProfile, check_data_drift, reference_for_range
+from tasks.drift_policy import DriftEpisodes
+from tasks.evaluation import metric_value
+from tasks.gate import GatePolicy, HoldoutComparison, decide_promotion, decide_rollback
 from tasks.model import build_model, fine_tune_copy, predict_proba, to_targets, train
+from tasks.plan import new_alarm, plan_retrain, plan_window
+from tasks.reuse import choose_reuse, score_models
 from tasks.schema import StreamSchema, decode_record
 from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
 from tasks.stream import ROW_META
-from tasks.training_data import data_hash, holdout_mask, replay_sample
+from tasks.training_data import data_hash, history_hours
 from tasks.windowing import Window, format_instant, to_ms
 
 HOUR_MS = 3_600_000
@@ -115,13 +111,18 @@ class Retrains:
         self.fitted = 0
 
     def fit(
-        self, ctx: CycleContext, train_rows: pd.DataFrame, seen: pd.DataFrame
+        self, ctx: CycleContext, train_rows: pd.DataFrame, seen: pd.DataFrame, weights: Any
     ) -> tuple[Any, ReferenceProfile]:
         fit = ctx.settings.model_dump(include=FIT_SETTINGS)
-        key = data_hash(train_rows) + data_hash(seen) + repr(sorted(fit.items()))
+        key = (
+            data_hash(train_rows)
+            + data_hash(seen)
+            + data_hash(pd.DataFrame({"w": np.asarray(weights, dtype=float)}))
+            + repr(sorted(fit.items()))
+        )
         if key not in self.models:
-            model = _fit_fresh(ctx, train_rows, seen)
-            self.models[key] = (model, build_reference(ctx.schema, train_rows))
+            model = _fit_fresh(ctx, train_rows, seen, weights)
+            self.models[key] = (model, reference_for_range(ctx.schema, seen))
             self.fitted += 1
         return self.models[key]
 
@@ -137,16 +138,11 @@ class Replica:
     retrains: Retrains
     champion: Served | None = None
     previous: Served | None = None
-    detector: ConceptDriftDetector | None = None
+    alarm: AccuracyAlarm | None = None
+    episodes: DriftEpisodes = field(default_factory=DriftEpisodes)
+    past: dict[str, Served] = field(default_factory=dict)  # last champion of each day
     outcome: Outcome = field(default_factory=Outcome)
     versions: int = 0
-
-    def __post_init__(self) -> None:
-        s = self.settings
-        if self.detector is None:
-            self.detector = ConceptDriftDetector(
-                delta=s.concept_delta, threshold=s.concept_threshold
-            )
 
     @property
     def ctx(self) -> CycleContext:
@@ -159,7 +155,9 @@ class Replica:
             self,
             strategy=strategy,
             stream=stream or self.stream,
-            detector=copy.deepcopy(self.detector),
+            alarm=copy.deepcopy(self.alarm),
+            episodes=copy.deepcopy(self.episodes),
+            past=dict(self.past),
             outcome=copy.deepcopy(self.outcome),
         )
 
@@ -184,47 +182,54 @@ class Replica:
 
     # --- the full retrain (tasks.cycle.retrain_until) -------------------------------------
 
-    def retrain(self, until: datetime) -> bool:
+    def retrain(self, until: datetime, *, drift: bool = False) -> bool:
         s, schema = self.settings, self.schema
         end = Window.containing(until, schema.window).start
         frame = self.stream.between(to_ms(end - timedelta(days=s.retrain_days)), to_ms(end))
         if frame.empty:
             return False
-        cutoff = to_ms(end - timedelta(hours=s.holdout_hours))
-        recent = (frame["_event_ms"] >= cutoff).to_numpy()
-        train_rows = frame[~recent & ~holdout_mask(schema, frame, s.seed)]
-        if train_rows.empty:
+        change = self.alarm.change_start_ms if self.alarm is not None else None
+        plan = plan_retrain(schema, s, frame, to_ms(end), change_start_ms=change)
+        if plan.train.empty:
             return False
-        model, reference = self.retrains.fit(self.ctx, train_rows, frame)
-        recent_cut = to_ms(end - timedelta(hours=s.recent_holdout_hours))
-        holdouts = {"recent": frame[frame["_event_ms"] >= recent_cut], "long": frame[recent]}
+        model, reference = self.retrains.fit(self.ctx, plan.train, plan.vocabulary, plan.weights)
         champion = self.champion.model if self.champion else None
-        comparisons = compare_on_holdouts(self.ctx, model, champion, holdouts, s.seed)
+        comparisons = compare_on_holdouts(self.ctx, model, champion, plan.holdouts, s.seed)
         decision = decide_promotion(
-            comparisons, None, GatePolicy.from_settings(s), fine_tuned=False
+            comparisons,
+            None,
+            GatePolicy.from_settings(s),
+            fine_tuned=False,
+            judge_on=plan.judge_on,
         )
         self.outcome.retrains += 1
         if decision.promote:
-            self._promote(Served(model, f"retrain@{format_instant(end)}", reference))
-            assert self.detector is not None
-            self.detector.reset()
+            self._promote(Served(model, f"retrain@{format_instant(end)}", reference), end)
+            self._new_champion(_accuracy(comparisons, plan.judge_on), fine_tuned=False)
         return decision.promote
 
-    def _promote(self, served: Served) -> None:
+    def _promote(self, served: Served, at: datetime) -> None:
         self.versions += 1
         self.outcome.promotions += 1
         self.previous, self.champion = self.champion, served
+        self.past[at.date().isoformat()] = served
+        self.past = dict(sorted(self.past.items())[-15:])
+
+    def _new_champion(self, accuracy: float, *, fine_tuned: bool) -> None:
+        if self.alarm is None:
+            self.alarm = new_alarm(self.settings, min(max(accuracy, 0.0), 1.0))
+        else:
+            self.alarm = self.alarm.with_champion(accuracy, fine_tuned=fine_tuned)
 
     # --- one window's fine-tune (tasks.cycle.finetune_window) -----------------------------
 
     def _finetune(self, window: Window, rows: pd.DataFrame, accuracy: float) -> tuple[bool, bool]:
-        """Fine-tune, gate, maybe roll back or retrain; (concept alarm, drift retrain)."""
+        """Plan, fine-tune, gate, maybe reuse, roll back or retrain; (alarm, drift retrain)."""
         s, schema = self.settings, self.schema
-        assert self.champion is not None and self.detector is not None
-        history_hours = max(s.replay_hours, s.long_holdout_hours)
-        history = self.stream.between(window.start_ms - history_hours * HOUR_MS, window.start_ms)
+        assert self.champion is not None and self.alarm is not None
+        hours = history_hours(s)
+        history = self.stream.between(window.start_ms - hours * HOUR_MS, window.start_ms)
         self.champion = replace(self.champion, live=[*self.champion.live, accuracy][-72:])
-        alarm = self.detector.update(1.0 - accuracy, weight=len(rows))
         recent = history[history["_event_ms"] >= window.start_ms - s.drift_recent_hours * HOUR_MS]
         drift = check_data_drift(
             schema,
@@ -236,43 +241,65 @@ class Replica:
             p_value=s.drift_p_value,
             min_rows_for_test=s.drift_min_rows,
         )
-        challenger, comparisons = self._challenger(window, rows, history)
-        signal = drift.to_signal(concept_drift_alarm=alarm)
-        decision = decide_promotion(comparisons, signal, GatePolicy.from_settings(s))
-        wanted = self.strategy.drift_retrain and self.settings.retrain_on_drift
-        retrain = bool(wanted and _retrain_causes(alarm, drift, decision))
-        if decision.promote:
+        plan = plan_window(
+            schema,
+            s,
+            window,
+            rows,
+            history,
+            accuracy=accuracy,
+            alarm=self.alarm,
+            episodes=self.episodes,
+            drift=drift,
+        )
+        self.alarm, self.episodes = plan.alarm_state, plan.episodes
+        seed = s.seed + window.start_ms // (window.end_ms - window.start_ms)
+        challenger = _fine_tune(self.ctx, self.champion.model, plan.train, seed, plan.weights)
+        comparisons = compare_on_holdouts(
+            self.ctx, challenger, self.champion.model, plan.holdouts, seed
+        )
+        signal = drift.to_signal(concept_drift_alarm=plan.alarm.alarm)
+        decision = decide_promotion(
+            comparisons, signal, GatePolicy.from_settings(s), judge_on=plan.judge_on
+        )
+        reused = self._reuse(plan.reuse_rows, challenger) if plan.consider_reuse else None
+        if reused is not None:
+            self._promote(reused, window.start)
+            self._new_champion(_score(schema, reused.model, plan.reuse_rows), fine_tuned=False)
+        elif decision.promote:
             self._promote(
-                Served(challenger, f"finetune@{window.start_ms}", self.champion.reference)
+                Served(challenger, f"finetune@{window.start_ms}", self.champion.reference),
+                window.start,
             )
+            self._new_champion(_accuracy(comparisons, plan.judge_on), fine_tuned=True)
         else:
             self._check_rollback()
-        if retrain:
+        wanted = self.strategy.drift_retrain and plan.retrain.retrain
+        if wanted:
             self.outcome.drift_retrains += 1
-            self.retrain(window.end)
-        return alarm, retrain
+            self.retrain(window.end, drift=True)
+        return plan.alarm.alarm, bool(wanted)
 
-    def _challenger(
-        self, window: Window, rows: pd.DataFrame, history: pd.DataFrame
-    ) -> tuple[Any, list[Any]]:
-        s, schema = self.settings, self.schema
+    def _reuse(self, rows: pd.DataFrame, challenger: Any) -> Served | None:
+        """A past champion (one per day) clearly better on the rows since the change."""
         assert self.champion is not None
-        seed = s.seed + window.start_ms // HOUR_MS
-        window_holdout = holdout_mask(schema, rows, s.seed)
-        hist_holdout = holdout_mask(schema, history, s.seed) if not history.empty else None
-        train_rows = rows[~window_holdout]
-        if hist_holdout is not None:
-            pool = history[~hist_holdout]
-            pool = pool[pool["_event_ms"] >= window.start_ms - s.replay_hours * HOUR_MS]
-            train_rows = pd.concat(
-                [train_rows, replay_sample(pool, s.replay_samples, s.seed, seed)],
-                ignore_index=True,
-            )
-        challenger = _fine_tune(self.ctx, self.champion.model, train_rows, seed)
-        past = history[hist_holdout] if hist_holdout is not None else history
-        holdouts = _holdouts(s, window, rows[window_holdout], past)
-        comparisons = compare_on_holdouts(self.ctx, challenger, self.champion.model, holdouts, seed)
-        return challenger, comparisons
+        candidates = {
+            day: served for day, served in self.past.items() if served is not self.champion
+        }
+        if rows.empty or not candidates:
+            return None
+        schema = self.schema
+        models = {str(i): _scorer(schema, v.model) for i, v in enumerate(candidates.values())}
+        past = score_models(schema, models, rows)
+        ours = score_models(
+            schema,
+            {"c": _scorer(schema, self.champion.model), "n": _scorer(schema, challenger)},
+            rows,
+        )
+        chosen = choose_reuse(
+            past, ours["c"], ours["n"], rows=len(rows), margin=self.settings.reuse_margin
+        )
+        return None if chosen.version is None else list(candidates.values())[int(chosen.version)]
 
     def _check_rollback(self) -> None:
         s = self.settings
@@ -288,10 +315,10 @@ class Replica:
             self.outcome.rollbacks += 1
 
 
-# --- copies of tasks/cycle.py's private helpers (see the module docstring) -----------------
+# --- thin copies of tasks/cycle.py's fit calls (see the module docstring) -------------------
 
 
-def _fit_fresh(ctx: CycleContext, rows: pd.DataFrame, seen: pd.DataFrame) -> Any:
+def _fit_fresh(ctx: CycleContext, rows: pd.DataFrame, seen: pd.DataFrame, weights: Any) -> Any:
     """Train from scratch on `rows`; vocabularies cover every value `seen` in the range."""
     s = ctx.settings
     model = build_model(ctx.schema, s, seen)
@@ -303,11 +330,14 @@ def _fit_fresh(ctx: CycleContext, rows: pd.DataFrame, seen: pd.DataFrame) -> Any
         learning_rate=s.retrain_learning_rate,
         batch_size=s.batch_size,
         seed=s.seed,
+        sample_weight=weights,
     )
     return model
 
 
-def _fine_tune(ctx: CycleContext, champion: Any, rows: pd.DataFrame, seed: int) -> Any:
+def _fine_tune(
+    ctx: CycleContext, champion: Any, rows: pd.DataFrame, seed: int, weights: Any
+) -> Any:
     challenger = fine_tune_copy(champion)
     s = ctx.settings
     train(
@@ -318,31 +348,22 @@ def _fine_tune(ctx: CycleContext, champion: Any, rows: pd.DataFrame, seed: int) 
         learning_rate=s.finetune_learning_rate,
         batch_size=s.batch_size,
         seed=seed,
+        sample_weight=weights,
     )
     return challenger
 
 
-def _holdouts(
-    s: Settings, window: Window, current: pd.DataFrame, past: pd.DataFrame
-) -> dict[str, pd.DataFrame]:
-    """Recent and long holdouts: held-out rows of the last few hours and of a longer period."""
-    out = {}
-    for name, hours in (("recent", s.recent_holdout_hours), ("long", s.long_holdout_hours)):
-        since = to_ms(window.end - timedelta(hours=hours))
-        older = past[past["_event_ms"] >= since] if not past.empty else past
-        out[name] = pd.concat([older, current], ignore_index=True) if not older.empty else current
-    return out
+def _scorer(schema: StreamSchema, model: Any) -> Any:
+    return lambda frame: predict_proba(model, schema, frame)
 
 
-def _retrain_causes(alarm: bool, drift: DriftReport, decision: GateDecision) -> list[str]:
-    """Why the cycle would ask for a full retrain (empty: it would not)."""
-    causes = []
-    if alarm:
-        causes.append("concept")
-    if drift.overall == "severe":
-        causes.append("data")
-    if any(v for v in drift.new_categories.values()):
-        causes.append("new-categories")
-    if decision.retrain and not causes:
-        causes.append("gate")
-    return causes
+def _score(schema: StreamSchema, model: Any, rows: pd.DataFrame) -> float:
+    return score_models(schema, {"m": _scorer(schema, model)}, rows)["m"]
+
+
+def _accuracy(comparisons: list[HoldoutComparison], judge_on: tuple[str, ...] | None) -> float:
+    """The promoted model's accuracy on the longest holdout it was judged on."""
+    judged = [c for c in comparisons if judge_on is None or c.name in judge_on] or comparisons
+    if not judged:
+        return 0.5
+    return float(metric_value(max(judged, key=lambda c: c.rows).challenger, "accuracy"))

@@ -690,7 +690,7 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
             f"already retrained on this range from version {parent} (version {existing})"
         ]
         return _finish(ctx, result)
-    change = guards.change_start(ctx) if trigger.startswith("drift") else None
+    change = guards.change_start(ctx)  # the current concept began there (None: no alarm yet)
     plan = ctx.stages.run(
         "plan",
         plan_retrain,

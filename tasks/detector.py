@@ -21,6 +21,9 @@ from tasks.drift import ConceptDriftDetector
 HISTORY_WINDOWS = 48  # per-window accuracies kept for the change-point estimate
 
 
+SAME_CHANGE_MS = 48 * 3_600_000  # falls this close to the last change belong to it
+
+
 def wilson_upper(accuracy: float, rows: int, confidence: float) -> float:
     """One-sided upper Wilson bound of a proportion observed on `rows` trials."""
     if rows <= 0:
@@ -145,7 +148,12 @@ class AccuracyAlarm:
             return AlarmVerdict(False, None, True, (still,))
         self.falling = test != "page-hinkley"
         found = estimate_change_start(self.history, self.expected, margin=self.margin)
-        self.change_start_ms = found if found is not None else start_ms
+        found = found if found is not None else start_ms
+        previous = self.change_start_ms
+        # A new fall soon after a change is the same change showing in other hours (a model
+        # fitted on its first windows misses the rest): its rows since then are all new.
+        recent = previous is not None and found - previous <= SAME_CHANGE_MS
+        self.change_start_ms = previous if recent and previous <= found else found
         where = f"the change is estimated to begin with the window at {self.change_start_ms} ms"
         reasons = (f"concept alarm ({test}): {texts[0]}", where)
         return AlarmVerdict(True, test, test != "page-hinkley", reasons)

@@ -182,11 +182,12 @@ def test_alarm_state_round_trips_and_resumes_identically() -> None:
 def test_a_fall_alarms_once_and_a_new_fall_alarms_again() -> None:
     alarm = new_alarm(SETTINGS, 0.95)
     accuracies = [0.5, 0.5, 0.5, 0.96, 0.95, 0.96, 0.95, 0.5]
-    verdicts = [alarm.update(acc, 100, i) for i, acc in enumerate(accuracies)]
+    day = 24 * 3_600_000  # a window a day: the second fall is days after the first change
+    verdicts = [alarm.update(acc, 100, i * day) for i, acc in enumerate(accuracies)]
     assert [v.alarm for v in verdicts] == [True, False, False, False, False, False, False, True]
     assert [v.fall for v in verdicts[:3]] == [True, True, True]
     assert "still below expectation since the alarm" in verdicts[1].reasons[0]
-    assert alarm.change_start_ms == 7
+    assert alarm.change_start_ms == 7 * day
 
 
 def test_page_hinkley_restarts_from_the_baseline_not_from_blank() -> None:
@@ -461,3 +462,21 @@ def test_planning_twice_gives_the_same_rows_and_weights() -> None:
 def test_planner_settings_refuse_impossible_values(name: str, value: float) -> None:
     with pytest.raises(ValueError, match=name):
         Settings(**{name: value})
+
+
+def test_a_second_fall_soon_after_a_change_keeps_the_change_start() -> None:
+    """A model fitted on the first windows of a change misses other hours of the new concept;
+    their fall is the same change, so the rows since its start stay the training range."""
+    alarm = new_alarm(SETTINGS, 0.95)
+    assert alarm.update(0.40, 100, 0).alarm
+    change = alarm.change_start_ms
+    alarm = alarm.with_champion(0.95, fine_tuned=False)
+    for i in range(1, 4):
+        alarm.update(0.95, 100, i * 3_600_000)
+    assert alarm.update(0.40, 100, 4 * 3_600_000).alarm
+    assert alarm.change_start_ms == change
+    # Three days later a fall is a change of its own.
+    alarm = alarm.with_champion(0.95, fine_tuned=False)
+    alarm.update(0.95, 100, 70 * 3_600_000)
+    assert alarm.update(0.40, 100, 72 * 3_600_000).alarm
+    assert alarm.change_start_ms == 72 * 3_600_000
