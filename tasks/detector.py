@@ -147,13 +147,14 @@ class AccuracyAlarm:
             still = f"still below expectation since the alarm ({test}): {texts[0]}"
             return AlarmVerdict(False, None, True, (still,))
         self.falling = test != "page-hinkley"
-        found = estimate_change_start(self.history, self.expected, margin=self.margin)
-        found = found if found is not None else start_ms
+        estimate = estimate_change_start(self.history, self.expected, margin=self.margin)
+        found = estimate if estimate is not None else start_ms
         previous = self.change_start_ms
         # A new fall soon after a change is the same change showing in other hours (a model
         # fitted on its first windows misses the rest): its rows since then are all new.
-        recent = previous is not None and found - previous <= SAME_CHANGE_MS
-        self.change_start_ms = previous if recent and previous <= found else found
+        if previous is not None and previous <= found <= previous + SAME_CHANGE_MS:
+            found = previous
+        self.change_start_ms = found
         where = f"the change is estimated to begin with the window at {self.change_start_ms} ms"
         reasons = (f"concept alarm ({test}): {texts[0]}", where)
         return AlarmVerdict(True, test, test != "page-hinkley", reasons)

@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -415,16 +416,20 @@ def training_input(schema: StreamSchema, lineage: Lineage, rows: pd.DataFrame) -
             return cls(str(source_dict["uri"]))
 
     columns = [f.name for f in schema.features] + [schema.label.field]
-    dataset = from_pandas(
-        rows[[c for c in columns if c in rows.columns]],
-        source=KafkaSource(kafka_source(schema.topic, lineage.offsets)),
-        targets=schema.label.field if schema.label.field in rows.columns else None,
-        name=f"{schema.topic} {lineage.window_start}..{lineage.window_end}",
-        digest=lineage.data_hash,
-    )
-    # MLflow infers the column types by scanning every value (~0.5 s for 20,000 rows): the
-    # types of a sample are the same, since the window reader already typed the columns.
-    dataset.__dict__["schema"] = _infer_schema(dataset.df.head(200))
+    with warnings.catch_warnings():
+        # "Inferred schema contains integer column(s)": a hint about missing values, which
+        # validated rows never have; once per training run it would bury the demo's output.
+        warnings.filterwarnings("ignore", message=".*Inferred schema contains integer")
+        dataset = from_pandas(
+            rows[[c for c in columns if c in rows.columns]],
+            source=KafkaSource(kafka_source(schema.topic, lineage.offsets)),
+            targets=schema.label.field if schema.label.field in rows.columns else None,
+            name=f"{schema.topic} {lineage.window_start}..{lineage.window_end}",
+            digest=lineage.data_hash,
+        )
+        dataset.__dict__["schema"] = _infer_schema(dataset.df.head(200))
+    # (The schema above: MLflow infers column types by scanning every value, ~0.5 s for 20,000
+    # rows; a sample's types are the same, since the window reader already typed the columns.)
     tags = [InputTag(key="mlflow.data.context", value="training")]
     return DatasetInput(dataset=dataset._to_mlflow_entity(), tags=tags)
 

@@ -114,14 +114,14 @@ def test_schema_option_reaches_retrain_finetune_fallback_retrain_and_report(
     # on the same --schema stream.
     drifted = streamtrain(env, "--schema", schema, "finetune", "--hour", "2026-03-04T01:05Z")
     assert "finetune 2026-03-04T01:00Z .. 2026-03-04T01:15Z" in drifted.stdout
-    assert "drift:data@2026-03-04T01:00Z" in drifted.stdout
+    assert "drift:severe-drift-episode@2026-03-04T01:00Z" in drifted.stdout
 
     rows = as_json(streamtrain(env, "--schema", schema, "report", "--json"))
     assert [(r["kind"], r["trigger"]) for r in rows] == [
         ("retrain", "schedule"),
         ("finetune", "schedule"),
         ("finetune", "schedule"),
-        ("retrain", "drift:data@2026-03-04T01:00Z"),
+        ("retrain", "drift:severe-drift-episode@2026-03-04T01:00Z"),
     ]
     assert rows[0]["rows"] == 2 * 24 * 60
     report = streamtrain(env, "--schema", schema, "report").stdout
