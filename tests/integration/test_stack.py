@@ -243,3 +243,88 @@ def test_a_part_that_fails_to_start_stops_what_was_started(stack: dict[str, str]
     assert done.returncode == 1
     assert "mlflow did not answer" in done.stderr and "Nothing was left running" in done.stderr
     assert all(not p["running"] for p in streamtrain(stack, "status"))
+
+
+def backfill_run_id(api: str) -> str:
+    """The id of the demo's replay flow run, as recorded on the stack's Prefect server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["backfill"])))
+    assert runs, "no backfill flow run on the stack's Prefect server"
+    return str(runs[0].id)
+
+
+def finetune_run(url: str, name: str) -> tuple[str, str]:
+    """(experiment id, run id) of one fine-tune run of the replay."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=url)
+    experiment = client.get_experiment_by_name(name)
+    assert experiment is not None
+    runs = client.search_runs(
+        [experiment.experiment_id], "tags.`streamtrain.kind` = 'finetune'", max_results=1
+    )
+    assert runs, "the replay logged no fine-tune run"
+    return experiment.experiment_id, runs[0].info.run_id
+
+
+def browser_or_skip() -> str:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None or importlib.util.find_spec("playwright") is None:
+        if os.environ.get("REQUIRE_BROWSER_TEST"):
+            raise AssertionError("the browser test needs chromium and playwright")
+        pytest.skip("chromium or playwright is not installed (.ci/run installs them)")
+    return chromium
+
+
+def test_a_short_demo_tells_its_story_in_the_prefect_and_mlflow_uis(
+    stack: dict[str, str],
+) -> None:
+    """The demo's replay is a Prefect flow run with its per-day table artifact, and a fine-tune's
+    MLflow run page names the Kafka data it trained on (issue #14)."""
+    chromium = browser_or_skip()
+    done = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-m", "flows.demo", "--days", "9"],
+        cwd=ROOT,
+        env=stack,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    status = {p["name"]: p for p in streamtrain(stack, "status")}
+    prefect_ui, mlflow_ui = status["prefect"]["address"], status["mlflow"]["address"]
+    assert prefect_ui in done.stdout and mlflow_ui in done.stdout, done.stdout[-2000:]
+    run_id = backfill_run_id(f"{prefect_ui}/api")
+    from tasks.schema import load_schema
+
+    schema = load_schema(Path(stack["STREAMTRAIN_SCHEMA"]))
+    experiment_id, finetune_id = finetune_run(mlflow_ui, schema.name)
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{prefect_ui}/runs")
+            expect(page.get_by_text("backfill").first).to_be_visible(timeout=60_000)
+            page.goto(f"{prefect_ui}/runs/flow-run/{run_id}")
+            expect(page.get_by_text("Completed").first).to_be_visible(timeout=60_000)
+            page.get_by_text("Artifacts", exact=True).first.click(timeout=30_000)
+            expect(page.get_by_text("Per day, replay").first).to_be_visible(timeout=60_000)
+            page.goto(f"{mlflow_ui}/#/experiments/{experiment_id}/runs/{finetune_id}")
+            dataset = page.get_by_text(f"{schema.topic} 2026-01-").first
+            expect(dataset).to_be_visible(timeout=60_000)
+            dataset.click()
+            # MLflow's data drawer names the dataset (topic and window), its role and digest;
+            # it renders no source for a source type of its own (kafka://), so none is asserted.
+            drawer = page.get_by_role("dialog")
+            expect(drawer.get_by_text("datasets used")).to_be_visible(timeout=30_000)
+            expect(drawer.get_by_text("training").first).to_be_visible()
+            expect(drawer.get_by_text("Digest:")).to_be_visible()
+        finally:
+            browser.close()
