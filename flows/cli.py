@@ -532,7 +532,8 @@ def _print_report(rows: list[dict[str, Any]]) -> None:
         "decision",
         "reasons",
     ):
-        table.add_column(column)
+        # The window and the decision stay whole; long reasons wrap instead.
+        table.add_column(column, no_wrap=column in {"window", "kind", "decision"})
     for row in rows:
         table.add_row(
             row["window_start"],
