@@ -42,6 +42,8 @@ def test_fifteen_minute_stream_retrains_catches_up_backfills_and_monitors(
 ) -> None:
     topic, model = f"sensor-{uuid.uuid4().hex[:8]}", f"sensor-{uuid.uuid4().hex[:6]}"
     schema = sensor_schema_file(tmp_path, topic, model)
+    # The monitor joins predictions to labels by key and event time: key the readings by line.
+    schema.write_text(schema.read_text().replace("label:", "key: line\nlabel:", 1))
     ensure_topic(settings, topic)
     produce(settings, topic, sensor_readings(DAY, 3 * 24 * 60))
     env = {
