@@ -260,23 +260,26 @@ def _judge_each(
 
 
 def decide_rollback(
-    live_new: list[float], live_previous: float | None, hours: int, margin: float
+    live_new: list[float], live_previous: float | None, windows: int, margin: float
 ) -> RollbackDecision:
-    """Roll back when the new champion's mean live accuracy over its first `hours` hours is
+    """Roll back when the new champion's mean live accuracy over its first `windows` windows is
     below the previous champion's by more than `margin`; undecided (no rollback) before then.
+    The live series holds one value per window, so the count is of windows, whatever their
+    length (the caller turns `rollback_hours` into windows).
     """
     if live_previous is None:
         return RollbackDecision(False, "no previous champion to roll back to")
-    if len(live_new) < hours:
+    if len(live_new) < windows:
         return RollbackDecision(
-            False, f"{len(live_new)} of {hours} hours of live accuracy so far: too early to judge"
+            False,
+            f"{len(live_new)} of {windows} windows of live accuracy so far: too early to judge",
         )
-    observed = [v for v in live_new[:hours] if not math.isnan(v)]
+    observed = [v for v in live_new[:windows] if not math.isnan(v)]
     if not observed:
-        return RollbackDecision(False, f"no live accuracy in the first {hours} hours")
+        return RollbackDecision(False, f"no live accuracy in the first {windows} windows")
     mean = sum(observed) / len(observed)
     text = (
-        f"live accuracy {mean:.2f} over the first {hours} hours vs previous champion "
+        f"live accuracy {mean:.2f} over the first {windows} windows vs previous champion "
         f"{live_previous:.2f} (margin {margin:.2f})"
     )
     if mean < live_previous - margin:

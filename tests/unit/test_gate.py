@@ -220,8 +220,17 @@ def test_policy_from_settings_declares_direction() -> None:
 def test_decide_rollback(
     live_new: list[float], live_previous: float | None, rollback: bool
 ) -> None:
-    decision = decide_rollback(live_new, live_previous, hours=6, margin=0.05)
+    decision = decide_rollback(live_new, live_previous, windows=6, margin=0.05)
     assert decision.rollback is rollback, decision.reason
+
+
+def test_rollback_reason_counts_windows_not_hours() -> None:
+    """The live series holds one value per window: with 15-minute windows, 6 values are 90
+    minutes, so a reason saying "6 hours" would be wrong by a factor of four."""
+    early = decide_rollback([0.5] * 3, 0.9, windows=6, margin=0.05)
+    judged = decide_rollback([0.5] * 6, 0.9, windows=6, margin=0.05)
+    assert "3 of 6 windows" in early.reason
+    assert "first 6 windows" in judged.reason and "hours" not in judged.reason
 
 
 # --- issue #13: a gate on the current concept -------------------------------------------------
