@@ -62,7 +62,9 @@ def _print_draft(data: dict[str, Any], text: str) -> None:
     used = data["rows"] - len(data["rows_skipped"])
     console.print(f"Read {data['rows']:,} rows; guessed from the {used:,} with every field:")
     for guess in data["guesses"]:
-        console.print(f"  {escape(guess['column'])}: {escape(guess['guess'])} ({guess['why']})")
+        console.print(
+            f"  {escape(guess['column'])}: {escape(guess['guess'])} ({escape(guess['why'])})"
+        )
     if data["rows_skipped"]:
         lines = ", ".join(str(n) for n in data["rows_skipped"][:10])
         console.print(
@@ -83,18 +85,22 @@ def produce(
     csv_file: Path = typer.Option(..., "--csv", help="The CSV file to write to the topic."),
     topic: str | None = typer.Option(None, "--topic", help="Topic (default: the schema's)."),
     time_from: str | None = typer.Option(
-        None, "--time-from", help="Take event times from this column (the schema's format)."
+        None,
+        "--time-from",
+        help="Take event times from this column: the schema's event-time field, read in the "
+        "schema's format (the default when the file has that column).",
     ),
     start: str | None = typer.Option(
-        None, "--start", help="Event time of the first row (ISO 8601), with --every."
+        None, "--start", help="Event time of the first rows (ISO 8601), with --every."
     ),
     every: str | None = typer.Option(
         None,
         "--every",
-        help="Event-time step (1h, 15m, 90s). Rows of one moment share one step: with a key in "
-        "the schema, a new step begins when a key value comes again (100 shops per hour: "
-        "--every 1h gives each hour's 100 rows one event time); without a key, every row is "
-        "one step.",
+        help="Event-time step between consecutive groups of rows (1h, 15m, 90s). With a key "
+        "in the schema, a group is a run of rows whose key values do not repeat: a new group "
+        "begins when a key value comes again (100 shops per hour, sorted by hour: --every 1h "
+        "gives each hour's 100 rows one event time, the next 100 the next hour). Without a "
+        "key, every row is a group of its own.",
     ),
     rate: str | None = typer.Option(
         None, "--rate", help="Records per second, e.g. 200/s (default: as fast as possible)."
@@ -103,17 +109,20 @@ def produce(
 ) -> None:
     """Write each CSV row as one JSON record, keyed and stamped with its event time.
 
-    A row that does not fit the schema is still written as it is (the window reader sets it
-    aside as malformed); their count and first lines are reported.
+    The first row is a header when it names the schema's label field. A row that does not fit
+    the schema (a field too few or too many, a value that does not parse) is still written as
+    it is, and the window reader sets it aside as malformed; their count and first lines are
+    reported.
     """
-    from tasks.csv_source import produce_csv, read_csv_for
+    from flows.produce import run_produce
+    from tasks.csv_source import read_csv_for
 
     context = _ctx(ctx)
     schema = context.schema
     with expected_errors():
         table = read_csv_for(csv_file, schema)
         timing = _timing(schema, table.names, time_from, start, every)
-        summary = produce_csv(
+        summary = run_produce(
             context.settings,
             schema,
             table,
@@ -136,23 +145,25 @@ def _timing(
 ) -> Any:
     """Where event times come from; a missing or contradictory choice is one clear error."""
     from tasks.csv_source import FromColumn, Steps, parse_duration
+    from tasks.errors import InputError
     from tasks.windowing import parse_instant
 
     if time_from is not None and (start or every):
-        raise ValueError("use either --time-from COL or --start ISO --every DURATION, not both")
+        raise InputError("use either --time-from COL or --start ISO --every DURATION, not both")
     if start or every:
         if not (start and every):
-            raise ValueError("--start and --every go together")
+            raise InputError("--start and --every go together")
         return Steps(parse_instant(start), parse_duration(every))
     column = time_from or schema.event_time.field
     if column not in names:
-        raise ValueError(
+        raise InputError(
             f"the CSV has no {column!r} column for event times: pass --time-from COL, or "
             "--start ISO --every DURATION to fill them in"
         )
     if column != schema.event_time.field:
-        raise ValueError(
-            f"--time-from {column!r}: the schema's event time is {schema.event_time.field!r}"
+        raise InputError(
+            f"--time-from {column!r}: the schema's event time is {schema.event_time.field!r} "
+            f"(run `schema infer --time {column}` for a schema that reads it)"
         )
     return FromColumn(column)
 
@@ -160,17 +171,19 @@ def _timing(
 def _print_produced(summary: dict[str, Any]) -> None:
     console.print(
         f"Produced {summary['records']:,} records to '{escape(summary['topic'])}' "
-        f"({summary['first_event']} .. {summary['last_event']})."
+        f"(event times {summary['first_event']} .. {summary['last_event']})."
     )
     count = summary["rows_not_fitting"]
     if not count:
         console.print("Every row fits the schema.")
         return
     console.print(
-        f"{count:,} row{'s' if count > 1 else ''} did not fit the schema; produced as "
-        "they are, the window reader sets them aside as malformed:"
+        f"{count:,} row{'s' if count > 1 else ''} did not fit the schema, produced as "
+        f"{'they are' if count > 1 else 'it is'}; the window reader sets "
+        f"{'them' if count > 1 else 'it'} aside as malformed:"
     )
-    for item in summary["rows_not_fitting_first"]:
+    shown = summary["rows_not_fitting_first"]
+    for item in shown:
         console.print(f"  line {item['line']}: {escape(item['problem'])}")
-    if count > len(summary["rows_not_fitting_first"]):
-        console.print(f"  ... and {count - len(summary['rows_not_fitting_first']):,} more")
+    if count > len(shown):
+        console.print(f"  ... and {count - len(shown):,} more")

@@ -1,8 +1,8 @@
 """A CSV file as a stream: read rows as real exports write them, and turn each into one record.
 
-`schema infer` drafts a schema from the rows read here; `produce` sends the records to Kafka
-through `tasks.stream`. A row that does not fit the schema is still sent, as it is: the window
-reader and validation are where bad input is judged.
+`schema infer` drafts a schema from the rows read here; `produce` (flows/produce.py) sends the
+records to Kafka. A row that does not fit the schema is still sent, as it is: the window reader
+and validation are where bad input is judged. Pure: no Kafka, no clock.
 """
 
 from __future__ import annotations
@@ -10,17 +10,17 @@ from __future__ import annotations
 import csv
 import json
 import re
-import time
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rich.progress import Progress
-
-from tasks.schema import MalformedRecord, StreamSchema, parse_event_time
-from tasks.settings import Settings
+from tasks.errors import InputError
+from tasks.schema import MalformedRecord, StreamSchema, decode_record, parse_event_time
+from tasks.windowing import format_instant
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -47,9 +47,13 @@ class CsvTable:
         """Rows with as many fields as there are columns."""
         return [row for row in self.rows if len(row.fields) == len(self.names)]
 
+    def misfit_lines(self) -> list[int]:
+        """Lines of the rows with another field count than the columns'."""
+        return [row.line for row in self.rows if len(row.fields) != len(self.names)]
 
-def read_csv(path: Path, *, header: bool) -> CsvTable:
-    """Read a CSV, tolerating a UTF-8 byte-order mark, CRLF line ends and blank lines."""
+
+def read_rows(path: Path) -> list[CsvRow]:
+    """The non-blank rows of a CSV, tolerating a UTF-8 byte-order mark and CRLF line ends."""
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
             reader = csv.reader(handle)
@@ -60,32 +64,47 @@ def read_csv(path: Path, *, header: bool) -> CsvTable:
                     rows.append(CsvRow(start, [f.strip() for f in fields]))
                 start = reader.line_num + 1
     except FileNotFoundError:
-        raise ValueError(f"{path}: file not found") from None
+        raise InputError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a CSV file") from None
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except csv.Error as exc:
-        raise ValueError(f"{path}: not a readable CSV ({exc})") from None
+        raise InputError(f"{path}: not a readable CSV ({exc})") from None
     if not rows:
-        raise ValueError(f"{path}: no rows")
+        raise InputError(f"{path}: no rows")
+    return rows
+
+
+def as_table(rows: list[CsvRow], *, header: bool) -> CsvTable:
+    """Name the columns: from the header row, or col0, col1, ... by the usual field count.
+
+    Without a header, the most common field count decides how many columns there are, so that
+    one row with a field too many or too few does not rename the others.
+    """
     if header:
         return CsvTable(rows[0].fields, rows[1:], header=True)
-    width = max(len(row.fields) for row in rows)
+    counts = Counter(len(row.fields) for row in rows)
+    width = max(counts, key=lambda n: (counts[n], n))
     return CsvTable([f"col{i}" for i in range(width)], rows, header=False)
+
+
+def read_csv(path: Path, *, header: bool) -> CsvTable:
+    """Read a CSV with or without a header row."""
+    return as_table(read_rows(path), header=header)
 
 
 def read_csv_for(path: Path, schema: StreamSchema) -> CsvTable:
     """Read a CSV for a schema: its first row is a header when it names the label field."""
-    with_header = read_csv(path, header=True)
-    if schema.label.field in with_header.names:
-        return with_header
-    return read_csv(path, header=False)
+    rows = read_rows(path)
+    return as_table(rows, header=schema.label.field in rows[0].fields)
 
 
 def parse_duration(text: str) -> timedelta:
     """'1h', '15m', '90s', '250ms', '1d' as a timedelta; refuses zero and other spellings."""
     match = _DURATION.match(text)
     if not match or float(match[1]) <= 0:
-        raise ValueError(f"--every {text!r} is not a positive duration such as 1h, 15m, 90s")
+        raise InputError(f"--every {text!r} is not a positive duration such as 1h, 15m, 90s")
     return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
 
 
@@ -93,22 +112,11 @@ def parse_rate(text: str) -> float:
     """'200/s' or '200' records per second."""
     match = _RATE.match(text)
     if not match or float(match[1]) <= 0:
-        raise ValueError(f"--rate {text!r} is not a positive rate such as 200/s")
+        raise InputError(f"--rate {text!r} is not a positive rate such as 200/s")
     return float(match[1])
 
 
-# --- rows to records -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CsvRecord:
-    """One Kafka record from one CSV row (an `OutgoingRecord` for `tasks.stream.produce`)."""
-
-    key: bytes | None
-    value: bytes
-    timestamp_ms: int
-    line: int
-    problem: str | None = None
+# --- event times ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -125,41 +133,64 @@ class Steps:
 
 @dataclass(frozen=True)
 class FromColumn:
-    """Event times read from a column of the file."""
+    """Event times read from the schema's event-time column of the file."""
 
     column: str
 
 
 @dataclass
-class _Clock:
-    timing: Steps | FromColumn
-    schema: StreamSchema
-    step: int = 0
+class _StepClock:
+    """Hands out the event time of each row under `Steps`."""
+
+    timing: Steps
+    step: int = -1
     seen: set[str] = field(default_factory=set)
-    last_ms: int | None = None
 
-    def event(self, values: dict[str, str], key: str | None) -> tuple[int, object, str | None]:
-        """(Kafka timestamp, event-time value for the record, problem) for one row."""
-        if isinstance(self.timing, Steps):
-            if key is None or key in self.seen:
-                self.step += 1 if (self.last_ms is not None) else 0
-                self.seen = set()
-            if key is not None:
-                self.seen.add(key)
-            moment = self.timing.start + self.step * self.timing.every
-            self.last_ms = int(moment.timestamp() * 1000)
-            return self.last_ms, _iso(moment), None
-        raw = values.get(self.timing.column)
-        value: object = _typed(raw) if self.schema.event_time.format != "iso8601" else raw
+    def stamp(self, key: str | None, keyed: bool) -> datetime:
+        """The row's event time; a keyed row without its key (a short row) stays in the step."""
+        if self.step < 0 or not keyed or (key is not None and key in self.seen):
+            self.step += 1
+            self.seen = set()
+        if key is not None:
+            self.seen.add(key)
+        return self.timing.start + self.step * self.timing.every
+
+
+def _time_value(schema: StreamSchema, raw: str | None) -> object:
+    """The event-time text as the JSON value its format wants (a number for epochs)."""
+    return _typed(raw) if schema.event_time.format != "iso8601" else raw
+
+
+def _written_time(schema: StreamSchema, moment: datetime, millis: int) -> object:
+    """An event time filled in by `produce`, in the schema's format."""
+    if schema.event_time.format == "iso8601":
+        return format_instant(moment)
+    return millis if schema.event_time.format == "epoch_ms" else millis / 1000
+
+
+def _first_time_ms(table: CsvTable, schema: StreamSchema, column: str) -> int:
+    """The first readable event time: the Kafka timestamp of rows before it with none."""
+    for row in table.rows:
+        values = dict(zip(table.names, row.fields, strict=False))
         try:
-            self.last_ms = parse_event_time(self.schema.event_time, value)
-            return self.last_ms, value, None
-        except MalformedRecord as exc:
-            return self.last_ms or 0, value, str(exc)
+            return parse_event_time(schema.event_time, _time_value(schema, values.get(column)))
+        except MalformedRecord:
+            continue
+    raise InputError(f"no row has a readable {schema.event_time.format} time in {column!r}")
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+# --- rows to records -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CsvRecord:
+    """One Kafka record from one CSV row (an `OutgoingRecord` for `tasks.stream.produce`)."""
+
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+    line: int
+    problem: str | None = None
 
 
 def _typed(raw: str | None) -> object:
@@ -180,16 +211,41 @@ def _field_types(schema: StreamSchema) -> dict[str, str]:
     return types
 
 
-def _convert(name: str, raw: str, kind: str | None) -> tuple[object, str | None]:
-    """The value the schema asks for, or the text itself and why it does not fit."""
+def _convert(raw: str, kind: str | None) -> object:
+    """The value the schema asks for, or the text itself when it does not parse as that."""
     if kind is None:
-        return _typed(raw), None
+        return _typed(raw)
     if kind == "string":
-        return raw, None
+        return raw
     try:
-        return (int(raw) if kind == "int" else float(raw)), None
+        return int(raw) if kind == "int" else float(raw)
     except ValueError:
-        return raw, f"{name} {raw!r} is not {'an integer' if kind == 'int' else 'a number'}"
+        return raw
+
+
+def _body(schema: StreamSchema, row: CsvRow, record: dict[str, Any], width: int) -> bytes:
+    """The record's bytes: JSON, or the row's text when JSON could pass for a good record.
+
+    A short row is sent as JSON with the fields it has (the reader names the missing one); if
+    its missing fields are none the schema reads, or the row has fields too many, its values
+    may sit under the wrong names, so it goes as the row's text, which no reader takes as JSON.
+    """
+    text = ",".join(row.fields).encode()
+    if len(row.fields) > width:
+        return text
+    encoded = json.dumps(record, separators=(",", ":")).encode()
+    if len(row.fields) == width or _problem(schema, encoded) is not None:
+        return encoded
+    return text
+
+
+def _problem(schema: StreamSchema, body: bytes) -> str | None:
+    """What the window reader will say about this record, or None if it reads it as good."""
+    try:
+        decode_record(schema, body)
+    except MalformedRecord as exc:
+        return str(exc)
+    return None
 
 
 def csv_records(
@@ -197,95 +253,32 @@ def csv_records(
 ) -> Iterator[CsvRecord]:
     """Each row as one JSON record keyed by the schema's key, stamped with its event time.
 
-    A row with too few fields is sent with the fields it has; one with too many as its raw
-    text (it is not a record of this schema); a value that does not parse as its text.
+    A row that does not fit (a field too few or too many, a value that does not parse, a label
+    that is not a class) is still sent, and its `problem` says why: it is what the window
+    reader will set aside as malformed.
     """
-    clock = _Clock(timing, schema)
     types = _field_types(schema)
     width = len(table.names)
+    steps, column = (_StepClock(timing), "") if isinstance(timing, Steps) else (None, timing.column)
+    last_ms = 0 if steps else _first_time_ms(table, schema, column)
     for row in table.rows:
         values = dict(zip(table.names, row.fields, strict=False))
         key = values.get(schema.key) if schema.key else None
-        stamp, event_value, problem = clock.event(values, key)
-        if len(row.fields) != width:
-            problem = f"{len(row.fields)} fields, expected {width}"
-        record: dict[str, Any] = {}
-        for name, raw in values.items():
-            record[name], bad = _convert(name, raw, types.get(name))
-            problem = problem or bad
-        record[schema.event_time.field] = event_value
-        body = (
-            ",".join(row.fields).encode()
-            if len(row.fields) > width
-            else json.dumps(record, separators=(",", ":")).encode()
+        record: dict[str, Any] = {n: _convert(raw, types.get(n)) for n, raw in values.items()}
+        if steps is not None:
+            moment = steps.stamp(key, keyed=schema.key is not None)
+            last_ms = int(moment.timestamp() * 1000)
+            record[schema.event_time.field] = _written_time(schema, moment, last_ms)
+        else:
+            value = _time_value(schema, values.get(column))
+            record[schema.event_time.field] = value
+            # An unreadable time keeps the previous row's: the reader finds it there.
+            with suppress(MalformedRecord):
+                last_ms = parse_event_time(schema.event_time, value)
+        body = _body(schema, row, record, width)
+        problem = (
+            f"{len(row.fields)} fields, expected {width}"
+            if len(row.fields) != width
+            else _problem(schema, body)
         )
-        yield CsvRecord(key.encode() if key else None, body, stamp, row.line, problem)
-
-
-# --- producing -----------------------------------------------------------------------------
-
-
-@dataclass
-class ProduceSummary:
-    """What `produce` did, for people and scripts."""
-
-    topic: str
-    records: int = 0
-    first_event: str | None = None
-    last_event: str | None = None
-    misfits: int = 0
-    misfit_lines: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "topic": self.topic,
-            "records": self.records,
-            "first_event": self.first_event,
-            "last_event": self.last_event,
-            "rows_not_fitting": self.misfits,
-            "rows_not_fitting_first": self.misfit_lines,
-        }
-
-
-def tracked(
-    records: Iterator[CsvRecord], summary: ProduceSummary, rate: float | None, keep: int = 10
-) -> Iterator[CsvRecord]:
-    """Count rows that do not fit (first `keep` with their lines), note event times, pace."""
-    started = time.monotonic()
-    for sent, record in enumerate(records):
-        if rate:
-            delay = started + sent / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        if record.problem is not None:
-            summary.misfits += 1
-            if len(summary.misfit_lines) < keep:
-                summary.misfit_lines.append({"line": record.line, "problem": record.problem})
-        moment = _iso(datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC))
-        summary.first_event = summary.first_event or moment
-        summary.last_event = moment
-        yield record
-
-
-def produce_csv(
-    settings: Settings,
-    schema: StreamSchema,
-    table: CsvTable,
-    timing: Steps | FromColumn,
-    *,
-    topic: str | None = None,
-    rate: float | None = None,
-    progress: bool = False,
-) -> ProduceSummary:
-    """Write every row to the topic (idempotent producer, acks awaited) and report misfits."""
-    from tasks.stream import ensure_topic, produce
-
-    summary = ProduceSummary(topic or schema.topic)
-    ensure_topic(settings, summary.topic)
-    stream = tracked(csv_records(table, schema, timing), summary, rate)
-    with Progress(transient=True, disable=not progress) as bar:
-        job = bar.add_task(f"Producing to {summary.topic}", total=len(table.rows))
-        summary.records = produce(
-            settings, summary.topic, stream, on_sent=lambda n: bar.advance(job, n)
-        )
-    return summary
+        yield CsvRecord(key.encode() if key else None, body, last_ms, row.line, problem)

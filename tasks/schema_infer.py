@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from tasks.csv_source import CsvRow, CsvTable
+from tasks.errors import InputError
 from tasks.schema import StreamSchema
 
 # Integer columns with at most this many distinct values are read as categories (shop type,
@@ -110,7 +111,7 @@ def infer_label(name: str, values: list[str]) -> tuple[dict[str, Any], Guess]:
     counts = Counter(_value("int" if kind == "int" else "string", v) for v in values if v != "")
     if kind == "float" or len(counts) != 2:
         shown = ", ".join(str(v) for v in sorted(counts, key=str)[:8])
-        raise ValueError(
+        raise InputError(
             f"label column {name!r} has {len(counts)} distinct values ({shown}"
             f"{', ...' if len(counts) > 8 else ''}); the schema needs exactly two classes: "
             "pick another --label or map the values to two classes first"
@@ -139,7 +140,7 @@ def infer_time_format(name: str, values: list[str]) -> tuple[str, Guess]:
         return fmt, Guess(name, f"event time, {fmt}", f"numbers up to {largest:.0f}")
     bad = [v for v in present if not _iso_time(v)]
     if bad:
-        raise ValueError(f"time column {name!r}: {bad[0]!r} is not ISO 8601 or an epoch number")
+        raise InputError(f"time column {name!r}: {bad[0]!r} is not ISO 8601 or an epoch number")
     return "iso8601", Guess(name, "event time, iso8601", "ISO 8601 text")
 
 
@@ -194,17 +195,19 @@ def infer_schema(
     key: str | None = None,
     name: str = "csv-stream",
 ) -> Draft:
-    """A schema draft from the rows with the right field count; raises ValueError if unusable."""
+    """A schema draft from the rows with the right field count; raises InputError if unusable."""
+    if table.header and all(_parses(float, n) for n in table.names):
+        raise InputError("the first row looks like data, not a header: pass --no-header")
     rows = table.fitting_rows()
     if not rows:
-        raise ValueError(f"no row has the {len(table.names)} fields of the first row")
+        raise InputError(f"no row has the {len(table.names)} fields of the first row")
     columns = {n: [r.fields[i] for r in rows] for i, n in enumerate(table.names)}
     label = label or _guess_label(columns)
     for flag, col in (("--label", label), ("--time", time), ("--key", key)):
         if col is not None and col not in columns:
-            raise ValueError(f"{flag} {col!r} is not a column; columns: {', '.join(columns)}")
+            raise InputError(f"{flag} {col!r} is not a column; columns: {', '.join(columns)}")
     if key is not None and key in (label, time):
-        raise ValueError(f"--key {key!r} cannot also be the label or the time column")
+        raise InputError(f"--key {key!r} cannot also be the label or the time column")
     label_entry, label_guess = infer_label(label, columns[label])
     guesses = [label_guess]
     schema: dict[str, Any] = {"name": slug(name), "topic": slug(name), "window": "1h"}
@@ -249,8 +252,7 @@ def infer_schema(
         )
     )
     StreamSchema.model_validate(schema)  # a draft the loader would refuse is a bug here
-    skipped = [r.line for r in table.rows if len(r.fields) != len(table.names)]
-    return Draft(schema, guesses, skipped)
+    return Draft(schema, guesses, table.misfit_lines())
 
 
 def _guess_label(columns: dict[str, list[str]]) -> str:
@@ -258,7 +260,7 @@ def _guess_label(columns: dict[str, list[str]]) -> str:
         if col.lower() in ("label", "target", "class", "y", "outcome"):
             return col
     two = [c for c, values in columns.items() if len(set(values)) == 2]
-    raise ValueError(
+    raise InputError(
         "which column is the label? pass --label COL"
         + (f" (columns with two values: {', '.join(two)})" if two else "")
     )
