@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from flows.cli import JsonOption, _ctx, app, console, emit, expected_errors, fail
 
-schema_app = typer.Typer(help="Draft and check stream schemas.", no_args_is_help=True)
+schema_app = typer.Typer(help="Draft a stream schema from data.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
 
 

@@ -228,8 +228,8 @@ def infer_schema(
             )
         )
         sizes = rows_per_moment(rows, table.names.index(key) if key else None)
-        runs = f"a run ends when {key} repeats" if key else "one row each"
-        timing = f"rows sharing one event time with produce --every 1h ({runs})"
+        groups = f"a group ends when {key} repeats" if key else "a row each"
+        timing = f"rows per event time of produce --every 1h ({groups})"
     if key is not None:
         schema["key"] = key
     schema["label"] = label_entry
