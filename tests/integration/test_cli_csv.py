@@ -61,12 +61,13 @@ def flags_only_env(cli_env: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a retrain and a replay with a drift retrain, on a busy machine
 def test_csv_to_trained_drift_checked_champion_with_flags_only(
     flags_only_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = flags_only_env
     name = f"shops-{uuid.uuid4().hex[:8]}"
-    csv = first_rows(tmp_path / f"{name}.csv", WEEK_ROWS + 6 * SHOPS_PER_HOUR)
+    csv = first_rows(tmp_path / f"{name}.csv", WEEK_ROWS + 4 * SHOPS_PER_HOUR)
     schema = str(tmp_path / "shops.yaml")
 
     inferred = streamtrain(
@@ -84,24 +85,24 @@ def test_csv_to_trained_drift_checked_champion_with_flags_only(
         "--start", "2026-01-05T00:00Z", "--every", "1h",
     )  # fmt: skip
     assert (
-        f"Produced 6,200 records to '{name}' (event times 2026-01-05T00:00Z .. "
-        "2026-01-07T13:00Z)." in produced.stdout
+        f"Produced 6,000 records to '{name}' (event times 2026-01-05T00:00Z .. "
+        "2026-01-07T11:00Z)." in produced.stdout
     )
     assert "Every row fits the schema." in produced.stdout
 
-    # Week 1 is the first 56 stream hours: train on it, then replay week 2's first 4 hours.
+    # Week 1 is the first 56 stream hours: train on it, then replay week 2's first 2 hours.
     trained = streamtrain(env, "--schema", schema, "retrain", "--until", "2026-01-07T08:00Z")
     assert "retrain 2026-01-04T08:00Z .. 2026-01-07T08:00Z" in trained.stdout
     assert "promoted" in trained.stdout
 
     replayed = streamtrain(
         env, "--schema", schema, "backfill", "--start", "2026-01-07T08:00Z",
-        "--end", "2026-01-07T12:00Z", "--retrain-every", "0",
+        "--end", "2026-01-07T10:00Z", "--retrain-every", "0",
     )  # fmt: skip
     assert "Per day" in replayed.stdout and "2026-01-07" in replayed.stdout
     rows = json.loads(streamtrain(env, "--schema", schema, "report", "--json").stdout)
     tuned = [r for r in rows if r["kind"] == "finetune"]
-    assert len(tuned) == 4 and all(r["rows"] == SHOPS_PER_HOUR for r in tuned), rows
+    assert len(tuned) == 2 and all(r["rows"] == SHOPS_PER_HOUR for r in tuned), rows
     assert rows[0]["kind"] == "retrain" and rows[0]["rows"] == WEEK_ROWS
     # Week 2's rules differ: the week-1 champion, near perfect on its holdout, is not on them.
     assert tuned[0]["prequential_accuracy"] < 0.8 < rows[0]["challenger_metric"], rows
