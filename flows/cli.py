@@ -799,5 +799,8 @@ from flows.cli_stack import stack_app  # noqa: E402
 
 app.add_typer(stack_app)
 
+# `schema infer` and `produce` (a CSV file as a stream) register themselves on import.
+import flows.cli_csv  # noqa: E402, F401
+
 if __name__ == "__main__":  # pragma: no cover
     app()
