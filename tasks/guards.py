@@ -1,7 +1,8 @@
 """What stands between a window and the model: validation, quarantine, drift checks.
 
 Glue between the pure checks (`tasks.validation`, `tasks.drift`) and the edges (the dead-letter
-topic in `tasks.stream`, the reference profile and detector state in `tasks.registry`).
+topic in `tasks.stream`, the reference profile in `tasks.versions`, the detector state in
+`tasks.model_state`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tasks import registry
+from tasks import model_state, versions
 from tasks.detector import AccuracyAlarm
 from tasks.drift import DriftReport, ReferenceProfile, check_data_drift
 from tasks.drift_policy import DriftEpisodes
@@ -79,7 +80,7 @@ def reference_for(ctx: CycleContext, version: str) -> ReferenceProfile | None:
     """The champion's training-data profile, stored with its run; loaded once per version."""
     key = f"reference:{version}"
     if key not in ctx.cache:
-        text = registry.read_version_artifact(
+        text = versions.read_version_artifact(
             ctx.settings, ctx.model_name, version, REFERENCE_ARTIFACT
         )
         ctx.cache[key] = ReferenceProfile.from_json(text) if text else None
@@ -112,7 +113,7 @@ def data_drift(
 
 def champion_holdout_accuracy(ctx: CycleContext, version: str) -> float:
     """What the serving model is expected to score: its own accuracy on its longest holdout."""
-    lineage = registry.version_lineage(ctx.settings, ctx.model_name, version)
+    lineage = versions.version_lineage(ctx.settings, ctx.model_name, version)
     metrics = lineage.holdout_metrics if lineage is not None else {}
     for name in ("current.accuracy", "long.accuracy", "recent.accuracy"):
         if name in metrics:
@@ -130,7 +131,7 @@ def planning_state(
     with no state yet, an alarm started from that champion's holdout accuracy, never blank.
     """
     if "alarm_window" not in ctx.cache:
-        text = registry.get_model_tag(ctx.settings, ctx.model_name, DETECTOR_WINDOW_TAG)
+        text = model_state.get_model_tag(ctx.settings, ctx.model_name, DETECTOR_WINDOW_TAG)
         ctx.cache["alarm_window"] = _loads(text)
     last: dict[str, str] = ctx.cache["alarm_window"]
     if last.get("window") == window and "alarm" in last:
@@ -138,7 +139,7 @@ def planning_state(
     if ctx.cache.get("alarm") is None:
         ctx.cache["alarm"] = _stored_alarm(ctx) or _new_alarm(ctx, champion)
     if "episodes" not in ctx.cache:
-        text = registry.get_model_tag(ctx.settings, ctx.model_name, EPISODES_TAG)
+        text = model_state.get_model_tag(ctx.settings, ctx.model_name, EPISODES_TAG)
         ctx.cache["episodes"] = DriftEpisodes.from_json(text) if text else DriftEpisodes()
     return ctx.cache["alarm"], ctx.cache["episodes"]
 
@@ -151,7 +152,7 @@ def store_planning_state(
 ) -> None:
     """Keep the state before this window (for a rerun), then the state after it."""
     last = {"window": window, "alarm": before[0].to_json(), "episodes": before[1].to_json()}
-    registry.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_WINDOW_TAG, json.dumps(last))
+    model_state.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_WINDOW_TAG, json.dumps(last))
     ctx.cache["alarm_window"] = last
     _store(ctx, *after)
 
@@ -167,7 +168,7 @@ def alarm_for_new_champion(ctx: CycleContext, holdout_accuracy: float, *, fine_t
     else:
         alarm = current.with_champion(holdout_accuracy, fine_tuned=fine_tuned)
     ctx.cache["alarm"] = alarm
-    registry.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG, alarm.to_json())
+    model_state.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG, alarm.to_json())
 
 
 def change_start(ctx: CycleContext) -> int | None:
@@ -178,12 +179,12 @@ def change_start(ctx: CycleContext) -> int | None:
 
 def _store(ctx: CycleContext, alarm: AccuracyAlarm, episodes: DriftEpisodes) -> None:
     ctx.cache["alarm"], ctx.cache["episodes"] = alarm, episodes
-    registry.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG, alarm.to_json())
-    registry.set_model_tag(ctx.settings, ctx.model_name, EPISODES_TAG, episodes.to_json())
+    model_state.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG, alarm.to_json())
+    model_state.set_model_tag(ctx.settings, ctx.model_name, EPISODES_TAG, episodes.to_json())
 
 
 def _stored_alarm(ctx: CycleContext) -> AccuracyAlarm | None:
-    text = registry.get_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG)
+    text = model_state.get_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG)
     if not text:
         return None
     try:
