@@ -184,16 +184,39 @@ def promote(
     who: str = "streamtrain",
 ) -> None:
     """Make `version` champion; the old champion becomes previous-champion. No-op if already."""
-    version = str(version)
     with _alias_session(settings, name) as session:
-        old = session.aliases.get(CHAMPION)
-        if old == version:
-            return
-        if old is not None:
-            session.move(PREVIOUS_CHAMPION, old, trigger=trigger, reasons=reasons, who=who)
-        session.move(CHAMPION, version, trigger=trigger, reasons=reasons, who=who)
-        if session.aliases.get(CHALLENGER) == version:
-            session.move(CHALLENGER, None, trigger=trigger, reasons=["promoted"], who=who)
+        _promote(session, str(version), trigger=trigger, reasons=reasons, who=who)
+
+
+def challenge(
+    settings: Settings,
+    name: str,
+    version: str | int,
+    *,
+    promote: bool,
+    trigger: str,
+    reasons: Sequence[str],
+    who: str = "streamtrain",
+) -> None:
+    """A gate's moves in one alias session: `version` becomes challenger, then champion if
+    `promote`; the same moves as `set_challenger` then `promote`, with one description update."""
+    with _alias_session(settings, name) as session:
+        session.move(CHALLENGER, str(version), trigger=trigger, reasons=reasons, who=who)
+        if promote:
+            _promote(session, str(version), trigger=trigger, reasons=reasons, who=who)
+
+
+def _promote(
+    session: _AliasSession, version: str, *, trigger: str, reasons: Sequence[str], who: str
+) -> None:
+    old = session.aliases.get(CHAMPION)
+    if old == version:
+        return
+    if old is not None:
+        session.move(PREVIOUS_CHAMPION, old, trigger=trigger, reasons=reasons, who=who)
+    session.move(CHAMPION, version, trigger=trigger, reasons=reasons, who=who)
+    if session.aliases.get(CHALLENGER) == version:
+        session.move(CHALLENGER, None, trigger=trigger, reasons=["promoted"], who=who)
 
 
 def set_challenger(

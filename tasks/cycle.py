@@ -213,8 +213,10 @@ def register_and_decide(
     extra_artifacts: dict[str, str],
     result: CycleResult,
 ) -> tuple[str, str]:
-    """Log the run, register the version with its lineage, and move aliases per the gate."""
+    """The commit step: save the window's state, log the run, register the version with its
+    lineage, and move aliases per the gate. Nothing is written to the registry before it."""
     settings, schema = ctx.settings, ctx.schema
+    ctx.stages.run("log and register", _save_window_state, ctx, window, result, retries=2)
     verdict = "promoted" if decision.promote else "kept champion"
     lineage = Lineage(
         parent_version=parent,
@@ -299,6 +301,21 @@ def register_and_decide(
     return version, run.run_id
 
 
+def _save_window_state(ctx: CycleContext, window: Window, result: CycleResult) -> None:
+    """The champion's live accuracy on this window and the planner's state after it.
+
+    Written before the run is logged: a rerun after a crash from here on replans the window
+    from the state before it, which the planner's state keeps beside the new one.
+    """
+    if result.kind == "finetune" and result.champion_version is not None:
+        accuracy = result.prequential_accuracy
+        if accuracy is not None:
+            model_state.record_live_accuracy(
+                ctx.settings, ctx.model_name, result.champion_version, window.start, accuracy
+            )
+    guards.save_planning_state(ctx)
+
+
 def _recover(ctx: CycleContext) -> str | None:
     """Finish the alias moves a crashed run left undone, before this cycle loads the champion.
 
@@ -328,13 +345,14 @@ def _report_recovered(ctx: CycleContext, version: str, result: CycleResult) -> N
 
 
 def _move_aliases(ctx: CycleContext, version: str, decision: GateDecision, trigger: str) -> None:
-    aliases.set_challenger(
-        ctx.settings, ctx.model_name, version, trigger=trigger, reasons=list(decision.reasons)
+    aliases.challenge(
+        ctx.settings,
+        ctx.model_name,
+        version,
+        promote=decision.promote,
+        trigger=trigger,
+        reasons=list(decision.reasons),
     )
-    if decision.promote:
-        aliases.promote(
-            ctx.settings, ctx.model_name, version, trigger=trigger, reasons=list(decision.reasons)
-        )
 
 
 def _result_metrics(result: CycleResult) -> dict[str, float]:
@@ -435,9 +453,6 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
         ]
         return _finish(ctx, result)
     assert parent is not None  # a champion model implies its version
-    model_state.record_live_accuracy(
-        settings, ctx.model_name, parent, window.start, result.prequential_accuracy
-    )
     recent_cut = to_ms(window.start - timedelta(hours=settings.drift_recent_hours))
     recent = history[history["_event_ms"] >= recent_cut] if not history.empty else history
     drift = ctx.stages.run("drift", guards.data_drift, ctx, parent, rows, recent)

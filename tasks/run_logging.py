@@ -244,9 +244,10 @@ def _log_files(client: MlflowClient, run_id: str, files: Mapping[str, str | byte
 
 
 def tag_run(settings: Settings, run_id: str, tags: Mapping[str, str]) -> None:
-    client = connect(settings)
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
+    """Set tags on a run in one request."""
+    from mlflow.entities import RunTag
+
+    connect(settings).log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
 def run_url(settings: Settings, run_id: str) -> str:
