@@ -156,14 +156,14 @@ def publish_replay(ctx: CycleContext, since: datetime, until: datetime, timeline
     )
 
     from flows.runtime import TIMELINE_PNG
-    from tasks import registry
+    from tasks import registry, run_logging
     from tasks.report import as_of, daily_table, recovery_line, report_rows
     from tasks.windowing import format_instant
 
     span = f"{format_instant(since)} .. {format_instant(until)}"
     first, last = format_instant(since), format_instant(until)
     cycles = [
-        c for c in registry.cycle_runs(ctx.settings, ctx.model_name) if first <= as_of(c) <= last
+        c for c in run_logging.cycle_runs(ctx.settings, ctx.model_name) if first <= as_of(c) <= last
     ]
     rows = report_rows(cycles)  # the terminal's order, for the table and the recovery line
     cycles.sort(key=lambda c: (as_of(c), c["kind"] != "retrain"))

@@ -505,8 +505,8 @@ def report(
     last: int | None = typer.Option(None, help="Only the last N windows."),
 ) -> None:
     """Per-window table: rows, prequential accuracy, holdout metrics, decision and reasons."""
-    from tasks.registry import cycle_runs
     from tasks.report import report_rows, to_csv
+    from tasks.run_logging import cycle_runs
 
     context = _ctx(ctx)
     with expected_errors():
@@ -556,7 +556,7 @@ def _num(value: float | None) -> str:
 @model_app.command("show")
 def model_show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """Aliases, versions, their metrics and lineage."""
-    from tasks.registry import list_versions
+    from tasks.versions import list_versions
 
     context = _ctx(ctx)
     with expected_errors():
@@ -601,7 +601,7 @@ def model_history(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """Every alias move: time, alias, versions, trigger, reasons, who."""
     from dataclasses import asdict
 
-    from tasks.registry import alias_history
+    from tasks.aliases import alias_history
 
     context = _ctx(ctx)
     with expected_errors():
@@ -635,7 +635,8 @@ def model_rollback(
     """Give the champion alias back to the previous champion, recording who and why."""
     import getpass
 
-    from tasks.registry import RegistryError, rollback
+    from tasks.aliases import rollback
+    from tasks.registry import RegistryError
 
     context = _ctx(ctx)
     try:

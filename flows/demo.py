@@ -37,17 +37,17 @@ def main(days: int = DEMO_DAYS) -> None:
     settings = get_settings()
     configure_environment(settings)
     from flows.cli import print_daily_summary
-    from tasks import registry
+    from tasks import run_logging
     from tasks.report import report_rows
 
     bring_up(settings, live=False)
     ctx = cycle_context(as_tasks=False, settings=settings)
     simulate_unless_there(settings, days)
-    done = report_rows(registry.cycle_runs(settings, ctx.model_name))
+    done = report_rows(run_logging.cycle_runs(settings, ctx.model_name))
     if not done:
         with on_stack_prefect(settings):
             train_and_replay(days)
-        done = report_rows(registry.cycle_runs(settings, ctx.model_name))
+        done = report_rows(run_logging.cycle_runs(settings, ctx.model_name))
     else:
         console.print("The demo already ran; showing its results (delete mlflow/ to start over).")
     print_daily_summary(done)

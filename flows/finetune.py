@@ -14,7 +14,8 @@ from prefect import flow, get_run_logger
 
 from flows.runtime import cycle_context, publish_cycle, request_retrain, training_slot
 from tasks.cycle import CycleContext, CycleResult, finetune_window
-from tasks.registry import last_finetuned_window, training_lock
+from tasks.registry import training_lock
+from tasks.run_logging import last_finetuned_window
 from tasks.schema import StreamSchema
 from tasks.settings import Settings
 from tasks.stream import first_timestamp_from, watermark

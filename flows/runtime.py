@@ -72,7 +72,7 @@ def publish_cycle(ctx: CycleContext, result: CycleResult) -> None:
     key = f"{result.kind}-{ctx.model_name}".lower().replace("_", "-").replace(".", "-")
     link = None
     if result.run_id and ctx.settings.tracking_uri.startswith("http"):
-        from tasks.registry import run_url
+        from tasks.run_logging import run_url
 
         link = run_url(ctx.settings, result.run_id)
     create_markdown_artifact(
@@ -262,7 +262,7 @@ def log_accuracy_timeline(
     Returns the run id. A run of its own carries no `streamtrain.kind` tag, so the per-window
     report does not count it as a training cycle.
     """
-    from tasks import registry
+    from tasks import run_logging
     from tasks.plots import accuracy_timeline_png
     from tasks.report import as_of, report_rows
     from tasks.windowing import format_instant
@@ -270,12 +270,12 @@ def log_accuracy_timeline(
     span = f"{format_instant(since)} .. {format_instant(until)}"
     rows = [
         r
-        for r in report_rows(registry.cycle_runs(ctx.settings, ctx.model_name))
+        for r in report_rows(run_logging.cycle_runs(ctx.settings, ctx.model_name))
         if format_instant(since) <= as_of(r) <= format_instant(until)
     ]
     png = accuracy_timeline_png(rows, f"{ctx.model_name}: accuracy {span}")
     if run_id is None:
-        return registry.log_cycle_run(
+        return run_logging.log_cycle_run(
             ctx.settings,
             ctx.schema,
             run_name=f"timeline {span}",
@@ -283,5 +283,5 @@ def log_accuracy_timeline(
             metrics={"windows": float(sum(r["kind"] == "finetune" for r in rows))},
             artifacts={TIMELINE_PNG: png},
         )
-    registry.attach_files(ctx.settings, run_id, {TIMELINE_PNG: png})
+    run_logging.attach_files(ctx.settings, run_id, {TIMELINE_PNG: png})
     return run_id

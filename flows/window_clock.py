@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flows.finetune import closed_since
-from tasks.registry import last_finetuned_window
+from tasks.run_logging import last_finetuned_window
 from tasks.schema import StreamSchema
 from tasks.settings import Settings
 from tasks.stream import has_records

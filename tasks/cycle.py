@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from tasks import faults, guards, recovery, registry
+from tasks import aliases, faults, guards, model_state, recovery, run_logging, versions
 from tasks.drift import DriftReport, reference_for_range
 from tasks.evaluation import binary_metrics, metric_value, paired_bootstrap
 from tasks.gate import (
@@ -25,6 +25,7 @@ from tasks.gate import (
     decide_promotion,
     decide_rollback,
 )
+from tasks.lineage import Lineage
 from tasks.model import build_model, fine_tune_copy, predict_proba, to_targets, train
 from tasks.plan import WindowPlan, plan_retrain, plan_window
 from tasks.reuse import ReuseDecision, choose_reuse, past_champions, score_models
@@ -103,12 +104,12 @@ class CycleResult:
 
 def champion_model(ctx: CycleContext) -> tuple[str | None, Any]:
     """The serving champion's version and model, loaded once per version per process."""
-    version = registry.get_alias_version(ctx.settings, ctx.model_name, registry.CHAMPION)
+    version = aliases.get_alias_version(ctx.settings, ctx.model_name, aliases.CHAMPION)
     if version is None:
         return None, None
     if version not in ctx.models:
         ctx.models.clear()  # keep one champion in memory, not the whole history
-        ctx.models[version] = registry.load_keras(ctx.settings, ctx.model_name, version)
+        ctx.models[version] = versions.load_keras(ctx.settings, ctx.model_name, version)
     return version, ctx.models[version]
 
 
@@ -116,14 +117,14 @@ def already_trained(ctx: CycleContext, parent: str | None, window: Window, kind:
     """A version already trained on this window from this champion, or the champion itself
     when it came from this window: a rerun of the same hour must change nothing."""
     if parent is not None:
-        lineage = registry.version_lineage(ctx.settings, ctx.model_name, parent)
+        lineage = versions.version_lineage(ctx.settings, ctx.model_name, parent)
         if (
             lineage is not None
             and lineage.training_kind == kind
             and lineage.window_start == format_instant(window.start)
         ):
             return parent
-    return registry.find_version(
+    return versions.find_version(
         ctx.settings,
         ctx.model_name,
         window_start=window.start,
@@ -212,10 +213,12 @@ def register_and_decide(
     extra_artifacts: dict[str, str],
     result: CycleResult,
 ) -> tuple[str, str]:
-    """Log the run, register the version with its lineage, and move aliases per the gate."""
+    """The commit step: save the window's state, log the run, register the version with its
+    lineage, and move aliases per the gate. Nothing is written to the registry before it."""
     settings, schema = ctx.settings, ctx.schema
+    ctx.stages.run("log and register", _save_window_state, ctx, window, result, retries=2)
     verdict = "promoted" if decision.promote else "kept champion"
-    lineage = registry.Lineage(
+    lineage = Lineage(
         parent_version=parent,
         training_kind=kind,
         window_start=format_instant(window.start),
@@ -240,10 +243,10 @@ def register_and_decide(
     metrics["promoted"] = 1.0 if decision.promote else 0.0
     run = ctx.stages.run(
         "log and register",
-        registry.log_training_run,
+        run_logging.log_training_run,
         settings,
         schema,
-        run_name=registry.format_run_name(kind, window.start),
+        run_name=run_logging.format_run_name(kind, window.start),
         params={
             "kind": kind,
             "epochs": settings.finetune_epochs if kind == "finetune" else settings.retrain_epochs,
@@ -284,7 +287,7 @@ def register_and_decide(
     )
     version = ctx.stages.run(
         "log and register",
-        registry.register_version,
+        versions.register_version,
         settings,
         schema,
         run,
@@ -292,10 +295,25 @@ def register_and_decide(
         description,
         retries=2,
     )
-    registry.tag_run(settings, run.run_id, {"streamtrain.version": version})
+    run_logging.tag_run(settings, run.run_id, {"streamtrain.version": version})
     faults.checkpoint(settings, "after_register")
     ctx.stages.run("gate", _move_aliases, ctx, version, decision, trigger)
     return version, run.run_id
+
+
+def _save_window_state(ctx: CycleContext, window: Window, result: CycleResult) -> None:
+    """The champion's live accuracy on this window and the planner's state after it.
+
+    Written before the run is logged: a rerun after a crash from here on replans the window
+    from the state before it, which the planner's state keeps beside the new one.
+    """
+    if result.kind == "finetune" and result.champion_version is not None:
+        accuracy = result.prequential_accuracy
+        if accuracy is not None:
+            model_state.record_live_accuracy(
+                ctx.settings, ctx.model_name, result.champion_version, window.start, accuracy
+            )
+    guards.save_planning_state(ctx)
 
 
 def _recover(ctx: CycleContext) -> str | None:
@@ -327,13 +345,14 @@ def _report_recovered(ctx: CycleContext, version: str, result: CycleResult) -> N
 
 
 def _move_aliases(ctx: CycleContext, version: str, decision: GateDecision, trigger: str) -> None:
-    registry.set_challenger(
-        ctx.settings, ctx.model_name, version, trigger=trigger, reasons=list(decision.reasons)
+    aliases.challenge(
+        ctx.settings,
+        ctx.model_name,
+        version,
+        promote=decision.promote,
+        trigger=trigger,
+        reasons=list(decision.reasons),
     )
-    if decision.promote:
-        registry.promote(
-            ctx.settings, ctx.model_name, version, trigger=trigger, reasons=list(decision.reasons)
-        )
 
 
 def _result_metrics(result: CycleResult) -> dict[str, float]:
@@ -434,9 +453,6 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
         ]
         return _finish(ctx, result)
     assert parent is not None  # a champion model implies its version
-    registry.record_live_accuracy(
-        settings, ctx.model_name, parent, window.start, result.prequential_accuracy
-    )
     recent_cut = to_ms(window.start - timedelta(hours=settings.drift_recent_hours))
     recent = history[history["_event_ms"] >= recent_cut] if not history.empty else history
     drift = ctx.stages.run("drift", guards.data_drift, ctx, parent, rows, recent)
@@ -553,13 +569,13 @@ def _reuse(
     if rows.empty:
         return None
     candidates = past_champions(
-        registry.list_versions(ctx.settings, ctx.model_name), parent, REUSE_LOOKBACK_DAYS
+        versions.list_versions(ctx.settings, ctx.model_name), parent, REUSE_LOOKBACK_DAYS
     )
     if not candidates:
         return None
     schema = ctx.schema
     models = {
-        v: _scorer(schema, registry.load_keras(ctx.settings, ctx.model_name, v)) for v in candidates
+        v: _scorer(schema, versions.load_keras(ctx.settings, ctx.model_name, v)) for v in candidates
     }
     past = ctx.cache["reuse_scores"] = score_models(schema, models, rows)
     ours = score_models(
@@ -584,7 +600,7 @@ def _bring_back(
     """Make the chosen past champion serve again, recorded as a reuse in the alias history."""
     assert reused.version is not None
     why = list(reused.reasons)
-    registry.promote(
+    aliases.promote(
         ctx.settings,
         ctx.model_name,
         reused.version,
@@ -623,12 +639,12 @@ def _check_rollback(ctx: CycleContext, result: CycleResult) -> None:
     s = ctx.settings
     # The live series holds one value per window: the judged span is rollback_hours of time.
     windows = windows_in(timedelta(hours=s.rollback_hours), ctx.schema.window)
-    live = registry.live_accuracy(s, ctx.model_name, windows)
+    live = model_state.live_accuracy(s, ctx.model_name, windows)
     if live is None:
         return
     decision = decide_rollback(list(live.current), live.previous, windows, s.rollback_margin)
     if decision.rollback:
-        restored = registry.rollback(
+        restored = aliases.rollback(
             s, ctx.model_name, who="streamtrain auto-rollback", why=decision.reason
         )
         ctx.models.clear()
@@ -792,10 +808,10 @@ def _validated(
     if outcome.rejected:
         result.decision = "rejected"
         result.reasons = [f"window rejected by validation: {r}" for r in outcome.reasons]
-        registry.log_cycle_run(
+        run_logging.log_cycle_run(
             ctx.settings,
             ctx.schema,
-            run_name=registry.format_run_name(result.kind, result.window_start),
+            run_name=run_logging.format_run_name(result.kind, result.window_start),
             tags={
                 "streamtrain.kind": result.kind,
                 "streamtrain.window_start": result.window_start,

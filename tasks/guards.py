@@ -1,7 +1,8 @@
 """What stands between a window and the model: validation, quarantine, drift checks.
 
 Glue between the pure checks (`tasks.validation`, `tasks.drift`) and the edges (the dead-letter
-topic in `tasks.stream`, the reference profile and detector state in `tasks.registry`).
+topic in `tasks.stream`, the reference profile in `tasks.versions`, the detector state in
+`tasks.model_state`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tasks import registry
+from tasks import model_state, versions
 from tasks.detector import AccuracyAlarm
 from tasks.drift import DriftReport, ReferenceProfile, check_data_drift
 from tasks.drift_policy import DriftEpisodes
@@ -23,11 +24,13 @@ if TYPE_CHECKING:
     from tasks.cycle import CycleContext
 
 REFERENCE_ARTIFACT = "reference_profile.json"
+# The planner's state after the last window: the alarm and the data-drift episodes already
+# acted on (a new value retrains once, not every window), one tag so one write.
 DETECTOR_TAG = "concept_drift.state"
 # The last window fed to the detector and the state before it, so that the rerun of a crashed
 # hour replaces that window's update instead of counting it twice.
 DETECTOR_WINDOW_TAG = "concept_drift.last_window"
-# The data-drift episodes already acted on (a new value retrains once, not every window).
+# Where stores written before the state held the episodes keep them (read, never written).
 EPISODES_TAG = "drift.episodes"
 
 
@@ -79,7 +82,7 @@ def reference_for(ctx: CycleContext, version: str) -> ReferenceProfile | None:
     """The champion's training-data profile, stored with its run; loaded once per version."""
     key = f"reference:{version}"
     if key not in ctx.cache:
-        text = registry.read_version_artifact(
+        text = versions.read_version_artifact(
             ctx.settings, ctx.model_name, version, REFERENCE_ARTIFACT
         )
         ctx.cache[key] = ReferenceProfile.from_json(text) if text else None
@@ -112,7 +115,7 @@ def data_drift(
 
 def champion_holdout_accuracy(ctx: CycleContext, version: str) -> float:
     """What the serving model is expected to score: its own accuracy on its longest holdout."""
-    lineage = registry.version_lineage(ctx.settings, ctx.model_name, version)
+    lineage = versions.version_lineage(ctx.settings, ctx.model_name, version)
     metrics = lineage.holdout_metrics if lineage is not None else {}
     for name in ("current.accuracy", "long.accuracy", "recent.accuracy"):
         if name in metrics:
@@ -130,16 +133,17 @@ def planning_state(
     with no state yet, an alarm started from that champion's holdout accuracy, never blank.
     """
     if "alarm_window" not in ctx.cache:
-        text = registry.get_model_tag(ctx.settings, ctx.model_name, DETECTOR_WINDOW_TAG)
+        text = model_state.get_model_tag(ctx.settings, ctx.model_name, DETECTOR_WINDOW_TAG)
         ctx.cache["alarm_window"] = _loads(text)
     last: dict[str, str] = ctx.cache["alarm_window"]
     if last.get("window") == window and "alarm" in last:
         return AccuracyAlarm.from_json(last["alarm"]), DriftEpisodes.from_json(last["episodes"])
-    if ctx.cache.get("alarm") is None:
-        ctx.cache["alarm"] = _stored_alarm(ctx) or _new_alarm(ctx, champion)
-    if "episodes" not in ctx.cache:
-        text = registry.get_model_tag(ctx.settings, ctx.model_name, EPISODES_TAG)
-        ctx.cache["episodes"] = DriftEpisodes.from_json(text) if text else DriftEpisodes()
+    if ctx.cache.get("alarm") is None or "episodes" not in ctx.cache:
+        stored_alarm, stored_episodes = _stored_state(ctx)
+        if ctx.cache.get("alarm") is None:
+            ctx.cache["alarm"] = stored_alarm or _new_alarm(ctx, champion)
+        if "episodes" not in ctx.cache:
+            ctx.cache["episodes"] = stored_episodes or DriftEpisodes()
     return ctx.cache["alarm"], ctx.cache["episodes"]
 
 
@@ -149,41 +153,64 @@ def store_planning_state(
     before: tuple[AccuracyAlarm, DriftEpisodes],
     after: tuple[AccuracyAlarm, DriftEpisodes],
 ) -> None:
-    """Keep the state before this window (for a rerun), then the state after it."""
+    """Keep the state before this window (for a rerun) and after it; `save_planning_state`
+    writes both in the commit step, so a window that dies before it leaves the store as it was."""
     last = {"window": window, "alarm": before[0].to_json(), "episodes": before[1].to_json()}
-    registry.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_WINDOW_TAG, json.dumps(last))
     ctx.cache["alarm_window"] = last
-    _store(ctx, *after)
+    ctx.cache["alarm"], ctx.cache["episodes"] = after
+    ctx.cache["planning_unsaved"] = True
+
+
+def save_planning_state(ctx: CycleContext) -> None:
+    """Write the state kept by `store_planning_state`, if any: two registered-model tags."""
+    if not ctx.cache.get("planning_unsaved"):
+        return
+    last = json.dumps(ctx.cache["alarm_window"])
+    model_state.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_WINDOW_TAG, last)
+    _store(ctx, ctx.cache["alarm"], ctx.cache["episodes"])
+    del ctx.cache["planning_unsaved"]  # only once written: a retried commit writes it again
 
 
 def alarm_for_new_champion(ctx: CycleContext, holdout_accuracy: float, *, fine_tuned: bool) -> None:
     """A promoted champion is judged against its own holdout accuracy from the next window on;
     a new model (retrain, reuse) starts the cumulative test from its own error, not blank."""
-    if "alarm" not in ctx.cache:
-        ctx.cache["alarm"] = _stored_alarm(ctx)
+    if "alarm" not in ctx.cache or "episodes" not in ctx.cache:
+        stored_alarm, stored_episodes = _stored_state(ctx)
+        ctx.cache.setdefault("alarm", stored_alarm)
+        ctx.cache.setdefault("episodes", stored_episodes or DriftEpisodes())
     current: AccuracyAlarm | None = ctx.cache["alarm"]
     if current is None:
         alarm = _fresh_alarm(ctx, holdout_accuracy)
     else:
         alarm = current.with_champion(holdout_accuracy, fine_tuned=fine_tuned)
-    ctx.cache["alarm"] = alarm
-    registry.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG, alarm.to_json())
+    _store(ctx, alarm, ctx.cache["episodes"])
 
 
 def change_start(ctx: CycleContext) -> int | None:
     """Where the last alarmed change began (epoch ms), for a retrain the alarm asked for."""
-    alarm = ctx.cache.get("alarm") or _stored_alarm(ctx)
+    alarm = ctx.cache.get("alarm") or _stored_state(ctx)[0]
     return alarm.change_start_ms if alarm is not None else None
 
 
 def _store(ctx: CycleContext, alarm: AccuracyAlarm, episodes: DriftEpisodes) -> None:
     ctx.cache["alarm"], ctx.cache["episodes"] = alarm, episodes
-    registry.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG, alarm.to_json())
-    registry.set_model_tag(ctx.settings, ctx.model_name, EPISODES_TAG, episodes.to_json())
+    state = {"alarm": json.loads(alarm.to_json()), "episodes": json.loads(episodes.to_json())}
+    model_state.set_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG, json.dumps(state))
 
 
-def _stored_alarm(ctx: CycleContext) -> AccuracyAlarm | None:
-    text = registry.get_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG)
+def _stored_state(ctx: CycleContext) -> tuple[AccuracyAlarm | None, DriftEpisodes | None]:
+    """The stored alarm and episodes; a store of an earlier release kept them in two tags."""
+    text = model_state.get_model_tag(ctx.settings, ctx.model_name, DETECTOR_TAG)
+    state = _loads(text)
+    if "alarm" not in state:  # an alarm alone, or nothing
+        episodes = model_state.get_model_tag(ctx.settings, ctx.model_name, EPISODES_TAG)
+        return _alarm(text), DriftEpisodes.from_json(episodes) if episodes else None
+    return _alarm(json.dumps(state["alarm"])), DriftEpisodes.from_json(
+        json.dumps(state["episodes"])
+    )
+
+
+def _alarm(text: str | None) -> AccuracyAlarm | None:
     if not text:
         return None
     try:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from tasks import registry
+from tasks import serving_runs
 from tasks.errors import InputError
 from tasks.schema import MalformedRecord, StreamSchema, parse_event_time
 from tasks.settings import Settings
@@ -205,8 +205,8 @@ def monitor_window(
         log.warning("labels of %s are still arriving: live accuracy may change", window)
     run_ids: dict[str, str] = {}
     for version in join.versions:
-        run_ids[version] = registry.serving_run(settings, schema, version)
-        registry.log_serving_window(
+        run_ids[version] = serving_runs.serving_run(settings, schema, version)
+        serving_runs.log_serving_window(
             settings, run_ids[version], window_step(window), window_metrics(join, version)
         )
     result = MonitorResult(

@@ -1,6 +1,6 @@
 """Bringing back a past champion: a recurring concept should cost one window, not days.
 
-Pure: the executor loads the last few distinct champions (tasks/registry.py), and passes them
+Pure: the executor loads the last few distinct champions (tasks/versions.py), and passes them
 here as callables producing probabilities; the choice comes back with its reasons.
 """
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from tasks import registry
+from tasks import aliases, versions
 from tasks.schema import LabelSpec, MalformedRecord, Scalar, StreamSchema, decode_record
 from tasks.settings import Settings
 from tasks.stream import SetAside, StreamError, _consumer, dead_letter, ensure_topic, producer
@@ -212,7 +212,7 @@ def compile_predictor(schema: StreamSchema, model: keras.Model) -> Predictor:
 
 def load_champion(settings: Settings, schema: StreamSchema, version: str) -> Champion:
     """Load a registered version (by number, so a moving alias cannot race) and compile it."""
-    model = registry.load_keras(settings, schema.name, version)
+    model = versions.load_keras(settings, schema.name, version)
     return Champion(version=version, predict=compile_predictor(schema, model))
 
 
@@ -355,7 +355,7 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 def champion_lookup(settings: Settings, schema: StreamSchema) -> Callable[[], str | None]:
     """What the watcher polls: the champion alias alone, never the model's tags or history."""
-    return lambda: registry.get_alias_version(settings, schema.name, registry.CHAMPION)
+    return lambda: aliases.get_alias_version(settings, schema.name, aliases.CHAMPION)
 
 
 def run_scorer(

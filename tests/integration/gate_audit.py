@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 
-from tasks import registry
+from tasks import aliases, versions
 from tasks.evaluation import Metrics
 from tasks.gate import GateDecision, GatePolicy, HoldoutComparison, decide_promotion
+from tasks.lineage import Lineage
 from tasks.settings import Settings
 
 
@@ -26,7 +27,7 @@ def _metrics(recorded: dict[str, float], holdout: str, rows: int) -> Metrics:
     return Metrics(value("accuracy"), value("f1"), value("auc"), nan, nan, nan, rows, 0)
 
 
-def recomputed_decision(lineage: registry.Lineage, policy: GatePolicy) -> GateDecision:
+def recomputed_decision(lineage: Lineage, policy: GatePolicy) -> GateDecision:
     """The gate's decision on the numbers a version's lineage recorded."""
     assert lineage.holdout_rows, f"no holdout rows recorded for the gate: {lineage}"
     comparisons = [
@@ -48,14 +49,14 @@ def assert_champion_moved_only_through_the_gate(s: Settings, name: str) -> None:
     """Every champion move after the first (the test's own) passes the recomputed gate, over
     the champion the version was compared with; a rollback only restores an earlier champion."""
     policy = GatePolicy.from_settings(s)
-    moves = [m for m in registry.alias_history(s, name) if m.alias == registry.CHAMPION]
+    moves = [m for m in aliases.alias_history(s, name) if m.alias == aliases.CHAMPION]
     for index, move in enumerate(moves[1:], start=1):
         assert move.to_version is not None, move
         if move.trigger == "rollback":
             earlier = {m.to_version for m in moves[:index]}
             assert move.to_version in earlier, f"rollback to a version never champion: {move}"
             continue
-        lineage = registry.version_lineage(s, name, move.to_version)
+        lineage = versions.version_lineage(s, name, move.to_version)
         assert lineage is not None, f"champion {move.to_version} has no lineage: {move}"
         assert lineage.champion_version == move.from_version, (
             f"version {move.to_version} was compared with {lineage.champion_version}, "

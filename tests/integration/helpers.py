@@ -110,9 +110,10 @@ def register_by_hand(
     settings: Settings, schema: StreamSchema, model: Any, *, name: str, window_start: datetime
 ) -> tuple[str, str]:
     """Log and register a model outside the training cycle; returns (version, model URI)."""
-    from tasks import registry
+    from tasks import run_logging, versions
+    from tasks.lineage import Lineage
 
-    lineage = registry.Lineage(
+    lineage = Lineage(
         training_kind="retrain",
         window_start=window_start,
         window_end=window_start + timedelta(days=1),
@@ -120,7 +121,7 @@ def register_by_hand(
         schema_hash=schema.fingerprint(),
         seed=3,
     )
-    ref = registry.log_training_run(
+    ref = run_logging.log_training_run(
         settings,
         schema,
         run_name=name,
@@ -132,7 +133,7 @@ def register_by_hand(
         lineage=lineage,
         artifacts={},
     )
-    return registry.register_version(settings, schema, ref, lineage, name), ref.model_uri
+    return versions.register_version(settings, schema, ref, lineage, name), ref.model_uri
 
 
 SENSOR = ROOT / "tests" / "fixtures" / "sensor.yaml"

@@ -12,8 +12,8 @@ from flows.finetune import closed_since, due_windows
 from flows.runtime import stream_now
 from flows.window_clock import announce_closed
 from tasks.cycle import OPEN_WINDOW, CycleContext, finetune_window, retrain_until
-from tasks.registry import cycle_runs
 from tasks.report import report_rows
+from tasks.run_logging import cycle_runs
 from tasks.schema import StreamSchema
 from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate

@@ -21,7 +21,6 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from flows.simulate import run_simulation
-from tasks import registry
 from tasks.broker import free_ports, start_cluster, stop_cluster, stop_cluster_node
 from tasks.cycle import CycleContext, finetune_window, retrain_until
 from tasks.schema import StreamSchema, decode_record
@@ -29,6 +28,7 @@ from tasks.scoring import ScorerStats, run_scorer
 from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
 from tasks.stream import WindowRead, read_window
+from tasks.versions import list_versions
 from tasks.windowing import Window, format_instant
 from tests.integration.helpers import fresh_schema, quick_training, read_topic
 
@@ -153,7 +153,7 @@ def test_a_broker_restart_mid_run_loses_no_record_window_or_prediction(tmp_path:
             same_window(during, read_window(s, schema, Window(start, start + HOUR)))
         assert [r.rows for r in results] == [reads[t].manifest.rows for t in reads]
         assert all(r.decision in {"promoted", "kept"} for r in results), results
-        versions = registry.list_versions(s, schema.name)
+        versions = list_versions(s, schema.name)
         assert len(versions) == 1 + len(reads)  # one retrain, one version per hour, no repeats
 
         # Every input has a prediction; repeats (re-scored after a rebalance) share an identity.

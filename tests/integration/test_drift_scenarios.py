@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from flows.backfill import run_backfill
-from tasks import registry
+from tasks import aliases, run_logging
 from tasks.cycle import CycleContext, finetune_window, retrain_until
 from tasks.model import vocabulary
 from tasks.schema import StreamSchema, load_schema
 from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
 from tasks.stream import ensure_topic, produce
+from tasks.versions import list_versions, load_keras, version_lineage
 from tasks.windowing import Window, to_ms
 from tests.integration.helpers import Raw, dead_letters, own_topic
 from tests.integration.helpers import quick_training as fast
@@ -98,11 +99,11 @@ def test_broken_window_is_rejected_and_champion_unchanged(settings: Settings) ->
     assert result.rejected and result.decision == "rejected"
     assert result.quarantined == 100 and result.rows == 0
     assert any("rejected" in reason for reason in result.reasons)
-    assert registry.get_alias_version(s, schema.name, registry.CHAMPION) == champion
-    assert len(registry.list_versions(s, schema.name)) == 1
+    assert aliases.get_alias_version(s, schema.name, aliases.CHAMPION) == champion
+    assert len(list_versions(s, schema.name)) == 1
     rejected = [d for d in dead_letters(s, schema) if d["kind"] == "rejected"]
     assert len(rejected) == 100
-    rows = registry.cycle_runs(s, schema.name)
+    rows = run_logging.cycle_runs(s, schema.name)
     assert any(r["rejected"] and r["decision"] == "rejected" for r in rows)
 
 
@@ -131,7 +132,7 @@ def test_sudden_drift_raises_an_alarm_within_12_hours_and_a_retrain_follows(
     index = results.index(alarms[0])
     follow = results[index + 1]
     assert follow.kind == "retrain" and follow.trigger.startswith("drift:")
-    lineage = registry.version_lineage(s, schema.name, str(follow.challenger_version))
+    lineage = version_lineage(s, schema.name, str(follow.challenger_version))
     assert lineage is not None and lineage.trigger.startswith("drift:")
 
 
@@ -162,7 +163,7 @@ def test_new_stores_are_reported_by_name_and_a_retrain_learns_them(settings: Set
     assert result.new_categories["suburb"] == ["Harbourside"]
     assert result.retrain_triggered
     retrained = retrain_until(ctx, day8 + 17 * HOUR, trigger=result.retrain_trigger or "")
-    model = registry.load_keras(s, schema.name, str(retrained.challenger_version))
+    model = load_keras(s, schema.name, str(retrained.challenger_version))
     assert {101, 120} <= set(vocabulary(model, "store_id"))
     assert "Harbourside" in vocabulary(model, "suburb")
 
@@ -183,14 +184,14 @@ def test_fine_tunes_after_a_drift_retrain_in_a_backfill_keep_their_own_trigger(
     assert later, [(r.kind, r.window_start, r.decision) for r in results]
     assert [r.trigger for r in later] == ["backfill"] * len(later)
     for r in later:
-        lineage = registry.version_lineage(s, schema.name, str(r.challenger_version))
+        lineage = version_lineage(s, schema.name, str(r.challenger_version))
         assert lineage is not None and lineage.trigger == "backfill"
     versions = {str(r.challenger_version) for r in later}
     # The moves that put these versions in place (a later promotion, drift retrains
     # included, moves previous-champion onto them with its own trigger).
     moves = [
         m
-        for m in registry.alias_history(s, schema.name)
-        if m.to_version in versions and m.alias != registry.PREVIOUS_CHAMPION
+        for m in aliases.alias_history(s, schema.name)
+        if m.to_version in versions and m.alias != aliases.PREVIOUS_CHAMPION
     ]
     assert moves and {m.trigger for m in moves} == {"backfill"}

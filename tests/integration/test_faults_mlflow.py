@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tasks import registry
+from tasks import aliases, registry, versions
 from tasks.broker import free_port
 from tasks.cycle import CycleContext, finetune_window, retrain_until
 from tasks.schema import load_schema
@@ -73,7 +73,7 @@ def test_mlflow_outage_mid_finetune_fails_cleanly_and_the_hour_succeeds_later(
     with mlflow_server(s) as server:
         first = retrain_until(CycleContext(settings=s, schema=schema), HOUR)
         assert first.decision == "promoted" and first.challenger_version == "1"
-        moves = registry.alias_history(s, schema.name)
+        moves = aliases.alias_history(s, schema.name)
 
         # Down after the champion was loaded and scored, before anything is registered.
         ctx = CycleContext(settings=s, schema=schema, stages=StopServerBefore(server, "fine-tune"))
@@ -112,12 +112,12 @@ def test_mlflow_outage_mid_finetune_fails_cleanly_and_the_hour_succeeds_later(
         assert f"error: {message}" in done.stderr.splitlines(), done.stderr[-3000:]
 
         server.start()  # back, with the same store
-        assert registry.get_alias_version(s, schema.name, registry.CHAMPION) == "1"
-        assert [v.version for v in registry.list_versions(s, schema.name)] == ["1"]
-        assert registry.alias_history(s, schema.name) == moves
+        assert aliases.get_alias_version(s, schema.name, aliases.CHAMPION) == "1"
+        assert [v.version for v in versions.list_versions(s, schema.name)] == ["1"]
+        assert aliases.alias_history(s, schema.name) == moves
 
         again = finetune_window(CycleContext(settings=s, schema=schema), window)
         assert again.decision in {"promoted", "kept"}, again.reasons
-        assert [v.version for v in registry.list_versions(s, schema.name)] == ["1", "2"]
-        champion = registry.get_alias_version(s, schema.name, registry.CHAMPION)
+        assert [v.version for v in versions.list_versions(s, schema.name)] == ["1", "2"]
+        champion = aliases.get_alias_version(s, schema.name, aliases.CHAMPION)
         assert champion == ("2" if again.decision == "promoted" else "1")

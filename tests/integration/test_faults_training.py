@@ -17,12 +17,14 @@ from typing import Any
 
 import pytest
 
-from tasks import guards, registry
+from tasks import guards, model_state, registry, run_logging
+from tasks.aliases import ALIASES, alias_history, get_alias_version
 from tasks.cycle import CycleContext, finetune_window, retrain_until
 from tasks.schema import StreamSchema, load_schema
 from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
 from tasks.stream import ensure_topic, produce
+from tasks.versions import list_versions, load_keras
 from tasks.windowing import Window
 from tests.integration.helpers import quick_training, schema_file
 
@@ -57,7 +59,7 @@ def registry_state(settings: Settings, schema: StreamSchema) -> dict[str, Any]:
     """What an uninterrupted run and a crashed-then-rerun one must agree on."""
     name = schema.name
     versions = []
-    for v in registry.list_versions(settings, name):
+    for v in list_versions(settings, name):
         lineage = v.lineage
         assert lineage is not None
         versions.append(
@@ -75,18 +77,18 @@ def registry_state(settings: Settings, schema: StreamSchema) -> dict[str, Any]:
         )
     moves = [
         (m.alias, m.from_version, m.to_version, m.trigger, m.reasons, m.who)
-        for m in registry.alias_history(settings, name)
+        for m in alias_history(settings, name)
     ]
-    aliases = {a: registry.get_alias_version(settings, name, a) for a in registry.ALIASES}
-    detector = registry.get_model_tag(settings, name, guards.DETECTOR_TAG)
+    aliases = {a: get_alias_version(settings, name, a) for a in ALIASES}
+    detector = model_state.get_model_tag(settings, name, guards.DETECTOR_TAG)
     return {"versions": versions, "moves": moves, "aliases": aliases, "detector": detector}
 
 
 def assert_aliases_loadable(settings: Settings, schema: StreamSchema) -> None:
     """Every alias points at a version whose model loads (no half-written version)."""
-    for alias in registry.ALIASES:
-        if registry.get_alias_version(settings, schema.name, alias) is not None:
-            registry.load_keras(settings, schema.name, alias)
+    for alias in ALIASES:
+        if get_alias_version(settings, schema.name, alias) is not None:
+            load_keras(settings, schema.name, alias)
 
 
 def test_a_finetune_killed_at_any_stage_reruns_to_the_uninterrupted_state(
@@ -102,7 +104,7 @@ def test_a_finetune_killed_at_any_stage_reruns_to_the_uninterrupted_state(
 
     base = store(s, tmp_path, "base")
     champion = retrain_until(CycleContext(settings=base, schema=schema), HOUR).challenger_version
-    assert champion == "1" and registry.get_alias_version(base, schema.name, "champion") == "1"
+    assert champion == "1" and get_alias_version(base, schema.name, "champion") == "1"
 
     twin = store(s, tmp_path, "twin")
     copy_store(base, twin)
@@ -185,5 +187,5 @@ def test_a_run_that_died_while_logging_does_not_count_as_done(
     client.set_terminated(done.info.run_id)
     # A later hour whose process died after its MLflow run began: the run stays RUNNING.
     client.create_run(experiment, tags={**tags, "streamtrain.window_start": "2026-01-13T10:00Z"})
-    last = registry.last_finetuned_window(settings, schema.name)
+    last = run_logging.last_finetuned_window(settings, schema.name)
     assert last is not None and last[0] == datetime(2026, 1, 13, 9, tzinfo=UTC)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks import registry
+from tasks import aliases, registry, serving_runs
 from tasks.monitor import monitor_window, window_step
 from tasks.schema import decode_record, load_schema
 from tasks.scoring import run_scorer
@@ -50,7 +50,7 @@ def serve_a_trained_model(settings: Settings) -> str:
     model = m.build_model(SCHEMA, Settings(hidden_units=(8,), seed=3), frame)
     m.train(model, SCHEMA, frame, epochs=1, learning_rate=3e-3, batch_size=64, seed=3)
     version, _ = register_by_hand(settings, SCHEMA, model, name="monitor test", window_start=START)
-    registry.promote(settings, SCHEMA.name, version, trigger="test", reasons=["test"])
+    aliases.promote(settings, SCHEMA.name, version, trigger="test", reasons=["test"])
     return version
 
 
@@ -109,12 +109,12 @@ def test_live_accuracy_of_the_serving_version_is_what_its_predictions_scored(
     client = registry.connect(settings)
     run = client.get_run(result.run_ids[version])
     assert run.info.run_name == f"serving v{version}"
-    assert run.data.tags[registry.SERVING_TAG] == version
+    assert run.data.tags[serving_runs.SERVING_TAG] == version
     step = window_step(WINDOW)
-    assert registry.serving_metric(settings, run.info.run_id, "live_accuracy") == {
+    assert serving_runs.serving_metric(settings, run.info.run_id, "live_accuracy") == {
         step: pytest.approx(expected)
     }
-    assert registry.serving_metric(settings, run.info.run_id, "live_unmatched_labels") == {
+    assert serving_runs.serving_metric(settings, run.info.run_id, "live_unmatched_labels") == {
         step: len(withheld)
     }
 

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from tasks import registry
-from tasks.registry import Lineage, RunRef
+from tasks import aliases, registry, run_logging, versions
+from tasks.lineage import Lineage
+from tasks.run_logging import RunRef
 from tasks.schema import StreamSchema
 from tasks.settings import Settings
 
@@ -103,10 +104,10 @@ def log_version(settings: Settings, model: keras.Model) -> LogFn:
         lineage: Lineage | None = None, description: str = "hourly fine-tune"
     ) -> tuple[RunRef, str]:
         lineage = lineage or make_lineage()
-        ref = registry.log_training_run(
+        ref = run_logging.log_training_run(
             settings,
             SCHEMA,
-            run_name=registry.format_run_name(lineage.training_kind, lineage.window_start),
+            run_name=run_logging.format_run_name(lineage.training_kind, lineage.window_start),
             params={"learning_rate": 1e-3, "epochs": 2},
             metrics={"holdout_f1": 0.81},
             metric_series={"prequential_accuracy": {0: 0.5, 1: 0.7, 2: 0.75}},
@@ -115,7 +116,7 @@ def log_version(settings: Settings, model: keras.Model) -> LogFn:
             lineage=lineage,
             artifacts={"gate.json": '{"promote": true}', "reports/drift.bin": b"\x00\x01"},
         )
-        return ref, registry.register_version(settings, SCHEMA, ref, lineage, description)
+        return ref, versions.register_version(settings, SCHEMA, ref, lineage, description)
 
     return log
 
@@ -131,8 +132,8 @@ def test_registered_version_shows_lineage_tags_and_description(
 
     assert version == "1"
     # A retried registration of the same run returns its version instead of adding one.
-    assert registry.register_version(settings, SCHEMA, ref, lineage, "retry") == "1"
-    [info] = registry.list_versions(settings, NAME)
+    assert versions.register_version(settings, SCHEMA, ref, lineage, "retry") == "1"
+    [info] = versions.list_versions(settings, NAME)
     assert info.description == "fine-tuned on 10:00 from v3"
     assert info.run_id == ref.run_id
     assert info.lineage == lineage
@@ -174,20 +175,18 @@ def test_alias_moves_are_recorded_in_order(settings: Settings, log_version: LogF
     _, v2 = log_version(make_lineage(11, "1"), "v2")
     _, v3 = log_version(make_lineage(12, "2"), "v3")
 
-    registry.promote(settings, NAME, v1, trigger="bootstrap", reasons=["first model"])
-    registry.set_challenger(settings, NAME, v2, trigger="schedule")
-    registry.promote(settings, NAME, v2, trigger="schedule", reasons=["better f1"])
-    registry.set_challenger(settings, NAME, v3, trigger="drift:concept@2026-01-05T12:00Z")
-    registry.promote(settings, NAME, v3, trigger="schedule", reasons=["better f1"])
-    registry.promote(settings, NAME, v3, trigger="schedule", reasons=["no-op"])
+    aliases.promote(settings, NAME, v1, trigger="bootstrap", reasons=["first model"])
+    aliases.set_challenger(settings, NAME, v2, trigger="schedule")
+    aliases.promote(settings, NAME, v2, trigger="schedule", reasons=["better f1"])
+    aliases.set_challenger(settings, NAME, v3, trigger="drift:concept@2026-01-05T12:00Z")
+    aliases.promote(settings, NAME, v3, trigger="schedule", reasons=["better f1"])
+    aliases.promote(settings, NAME, v3, trigger="schedule", reasons=["no-op"])
 
-    get = registry.get_alias_version
+    get = aliases.get_alias_version
     assert get(settings, NAME, "champion") == "3"
     assert get(settings, NAME, "previous-champion") == "2"
     assert get(settings, NAME, "challenger") is None  # promoted, so no longer a challenger
-    moves = [
-        (m.alias, m.from_version, m.to_version) for m in registry.alias_history(settings, NAME)
-    ]
+    moves = [(m.alias, m.from_version, m.to_version) for m in aliases.alias_history(settings, NAME)]
     assert moves == [
         ("champion", None, "1"),
         ("challenger", None, "2"),
@@ -199,11 +198,11 @@ def test_alias_moves_are_recorded_in_order(settings: Settings, log_version: LogF
         ("champion", "2", "3"),
         ("challenger", "3", None),
     ]
-    history = registry.alias_history(settings, NAME)
+    history = aliases.alias_history(settings, NAME)
     assert [m.seq for m in history] == list(range(1, 10))
     assert history[5].trigger == "drift:concept@2026-01-05T12:00Z"
     assert history[0].reasons == ("first model",) and history[0].who == "streamtrain"
-    assert {v.version: v.aliases for v in registry.list_versions(settings, NAME)} == {
+    assert {v.version: v.aliases for v in versions.list_versions(settings, NAME)} == {
         "1": (),
         "2": ("previous-champion",),
         "3": ("champion",),
@@ -215,64 +214,64 @@ def test_rollback_restores_previous_champion_and_records_who_and_why(
 ) -> None:
     _, v1 = log_version()
     _, v2 = log_version(make_lineage(11, "1"), "v2")
-    registry.promote(settings, NAME, v1, trigger="bootstrap", reasons=[])
-    registry.promote(settings, NAME, v2, trigger="schedule", reasons=["better"])
+    aliases.promote(settings, NAME, v1, trigger="bootstrap", reasons=[])
+    aliases.promote(settings, NAME, v2, trigger="schedule", reasons=["better"])
 
-    restored = registry.rollback(settings, NAME, who="alice", why="live accuracy fell 9 points")
+    restored = aliases.rollback(settings, NAME, who="alice", why="live accuracy fell 9 points")
 
     assert restored == "1"
-    assert registry.get_alias_version(settings, NAME, "champion") == "1"
-    assert registry.get_alias_version(settings, NAME, "previous-champion") is None
-    last = registry.alias_history(settings, NAME)[-2:]
+    assert aliases.get_alias_version(settings, NAME, "champion") == "1"
+    assert aliases.get_alias_version(settings, NAME, "previous-champion") is None
+    last = aliases.alias_history(settings, NAME)[-2:]
     assert [(m.alias, m.from_version, m.to_version) for m in last] == [
         ("champion", "2", "1"),
         ("previous-champion", "1", None),
     ]
     assert last[0].who == "alice" and last[0].trigger == "rollback"
     assert last[0].reasons == ("live accuracy fell 9 points",)
-    [rolled_back] = [v for v in registry.list_versions(settings, NAME) if v.version == "2"]
+    [rolled_back] = [v for v in versions.list_versions(settings, NAME) if v.version == "2"]
     assert "by alice: live accuracy fell 9 points" in rolled_back.tags["rolled_back"]
     # A second rollback would bring the bad version back: refused.
     with pytest.raises(registry.NoPreviousChampion, match="no version holds"):
-        registry.rollback(settings, NAME, who="alice", why="again")
+        aliases.rollback(settings, NAME, who="alice", why="again")
 
 
 def test_rollback_without_previous_champion_is_a_clear_error(
     settings: Settings, log_version: LogFn
 ) -> None:
     with pytest.raises(registry.NoPreviousChampion, match=r"'previous-champion'.*unset"):
-        registry.rollback(settings, "never-registered", who="bob", why="test")
+        aliases.rollback(settings, "never-registered", who="bob", why="test")
     _, v1 = log_version()
-    registry.promote(settings, NAME, v1, trigger="bootstrap", reasons=[])
+    aliases.promote(settings, NAME, v1, trigger="bootstrap", reasons=[])
     with pytest.raises(registry.NoPreviousChampion, match=r"champion is 1\)"):
-        registry.rollback(settings, NAME, who="bob", why="test")
-    assert registry.get_alias_version(settings, NAME, "champion") == "1"
+        aliases.rollback(settings, NAME, who="bob", why="test")
+    assert aliases.get_alias_version(settings, NAME, "champion") == "1"
 
 
 def test_load_keras_by_alias_predicts_like_logged_model_and_keeps_optimizer(
     settings: Settings, log_version: LogFn, model: keras.Model
 ) -> None:
     _, v1 = log_version()
-    registry.promote(settings, NAME, v1, trigger="bootstrap", reasons=[])
+    aliases.promote(settings, NAME, v1, trigger="bootstrap", reasons=[])
 
-    loaded = registry.load_keras(settings, NAME, "champion")
+    loaded = versions.load_keras(settings, NAME, "champion")
 
     np.testing.assert_allclose(loaded.predict(X, verbose=0), model.predict(X, verbose=0), 1e-6)
     steps = int(model.optimizer.iterations)
     assert steps > 0 and int(loaded.optimizer.iterations) == steps
     loaded.fit(X, Y, epochs=1, batch_size=16, verbose=0)
     assert int(loaded.optimizer.iterations) == steps + 4
-    served = registry.load_pyfunc(settings, NAME, v1)
+    served = versions.load_pyfunc(settings, NAME, v1)
     np.testing.assert_allclose(served.predict(X), model.predict(X, verbose=0), 1e-6)
     with pytest.raises(registry.RegistryError, match="no version with alias 'challenger'"):
-        registry.load_keras(settings, NAME, "challenger")
+        versions.load_keras(settings, NAME, "challenger")
 
 
 def test_find_version_finds_rerun_of_same_window_and_parent_only(
     settings: Settings, log_version: LogFn
 ) -> None:
     assert (
-        registry.find_version(
+        versions.find_version(
             settings,
             NAME,
             window_start="2026-01-05T10:00Z",
@@ -284,7 +283,7 @@ def test_find_version_finds_rerun_of_same_window_and_parent_only(
     log_version(make_lineage(10, parent="3"))
 
     def find(window_start: str, parent: str | None, kind: str = "finetune") -> str | None:
-        return registry.find_version(
+        return versions.find_version(
             settings, NAME, window_start=window_start, parent_version=parent, training_kind=kind
         )
 
@@ -300,9 +299,9 @@ def test_long_reasons_are_truncated_to_fit_one_history_tag(
 ) -> None:
     _, v1 = log_version()
     reasons = ["x" * 9000, "short reason", "é" * 3000]
-    registry.promote(settings, NAME, v1, trigger="schedule", reasons=reasons)
+    aliases.promote(settings, NAME, v1, trigger="schedule", reasons=reasons)
 
-    [move] = registry.alias_history(settings, NAME)
+    [move] = aliases.alias_history(settings, NAME)
     assert move.truncated and move.to_version == "1"
     from mlflow.tracking import MlflowClient
 
@@ -340,7 +339,7 @@ def test_gate_audit_recomputes_the_decision_instead_of_trusting_the_recorded_one
     rows = {"recent": 40, "long": 200}
     good = {"recent.f1": 0.82, "long.f1": 0.80}
     _, v1 = log_version(make_lineage(10, holdout_metrics=good, holdout_rows=rows))
-    registry.promote(settings, NAME, v1, trigger="test", reasons=["first champion"])
+    aliases.promote(settings, NAME, v1, trigger="test", reasons=["first champion"])
     # Better than v1 on both holdouts: the gate would promote it.
     better = {"recent.f1": 0.84, "long.f1": 0.81}
     _, v2 = log_version(
@@ -353,7 +352,7 @@ def test_gate_audit_recomputes_the_decision_instead_of_trusting_the_recorded_one
             gate_decision="promoted",
         )
     )
-    registry.promote(settings, NAME, v2, trigger="schedule", reasons=["better f1"])
+    aliases.promote(settings, NAME, v2, trigger="schedule", reasons=["better f1"])
     assert_champion_moved_only_through_the_gate(settings, NAME)
 
     # Recorded as "promoted", but far worse than its champion: the audit must not believe it.
@@ -367,7 +366,7 @@ def test_gate_audit_recomputes_the_decision_instead_of_trusting_the_recorded_one
         gate_decision="promoted",
     )
     _, v3 = log_version(lineage)
-    registry.promote(settings, NAME, v3, trigger="schedule", reasons=["by mistake"])
+    aliases.promote(settings, NAME, v3, trigger="schedule", reasons=["by mistake"])
     with pytest.raises(AssertionError, match="the gate refuses"):
         assert_champion_moved_only_through_the_gate(settings, NAME)
 
@@ -381,9 +380,9 @@ def test_many_moves_keep_the_tags_bounded_while_the_full_history_stays_intact(
     _, v2 = log_version(make_lineage(11, "1"), "v2")
     promotions = 16  # 31 moves: more than the tags keep
     for i in range(promotions):
-        registry.promote(settings, NAME, (v1, v2)[i % 2], trigger="schedule", reasons=[f"n{i}"])
+        aliases.promote(settings, NAME, (v1, v2)[i % 2], trigger="schedule", reasons=[f"n{i}"])
 
-    history = registry.alias_history(settings, NAME)
+    history = aliases.alias_history(settings, NAME)
     assert [m.seq for m in history] == list(range(1, 2 * promotions))
     assert [m.reasons for m in history if m.alias == "champion"] == [
         (f"n{i}",) for i in range(promotions)
@@ -391,17 +390,17 @@ def test_many_moves_keep_the_tags_bounded_while_the_full_history_stays_intact(
     client = MlflowClient(settings.tracking_uri)
     model = client.get_registered_model(NAME)
     kept = sorted(k for k in model.tags if k.startswith("alias_history."))
-    assert len(kept) == registry._HISTORY_KEPT < len(history)
+    assert len(kept) == aliases._HISTORY_KEPT < len(history)
     assert kept[-1] == f"alias_history.{len(history):06d}"  # the newest moves are the ones kept
-    assert registry.recent_alias_moves(settings, NAME) == history[-registry._HISTORY_KEPT :]
+    assert aliases.recent_alias_moves(settings, NAME) == history[-aliases._HISTORY_KEPT :]
     # Each move is a run of the history experiment, readable in the MLflow UI.
-    experiment = client.get_experiment_by_name(registry.history_experiment(NAME))
+    experiment = client.get_experiment_by_name(aliases.history_experiment(NAME))
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id], max_results=100)
     assert len(runs) == len(history)
     assert {r.info.run_name for r in runs} >= {"champion: 1 -> 2", "previous-champion: - -> 1"}
     # Recovery asks for the moves onto one version without reading the whole history.
-    onto_2 = registry.moves_to(settings, NAME, "2")
+    onto_2 = aliases.moves_to(settings, NAME, "2")
     assert onto_2 == [m for m in history if m.to_version == "2"]
 
 
@@ -414,21 +413,21 @@ def test_moves_kept_only_in_tags_are_archived_before_they_are_trimmed(
     _, v1 = log_version()
     client = MlflowClient(settings.tracking_uri)
     legacy = [
-        registry.AliasMove(n, "2026-01-05T10:00Z", "challenger", None, v1, "old", (f"{n}",), "x")
+        aliases.AliasMove(n, "2026-01-05T10:00Z", "challenger", None, v1, "old", (f"{n}",), "x")
         for n in range(1, 31)
     ]
     for move in legacy:
         key = f"alias_history.{move.seq:06d}"
-        client.set_registered_model_tag(NAME, key, registry._encode_move(move))
+        client.set_registered_model_tag(NAME, key, aliases._encode_move(move))
     _, v2 = log_version(make_lineage(11, "1"), "v2")
 
-    registry.set_challenger(settings, NAME, v2, trigger="schedule")
+    aliases.set_challenger(settings, NAME, v2, trigger="schedule")
 
-    history = registry.alias_history(settings, NAME)
+    history = aliases.alias_history(settings, NAME)
     assert [m.seq for m in history] == list(range(1, 32))
     assert history[:30] == legacy and history[30].to_version == v2
     tags = client.get_registered_model(NAME).tags
-    assert len([k for k in tags if k.startswith("alias_history.")]) == registry._HISTORY_KEPT
+    assert len([k for k in tags if k.startswith("alias_history.")]) == aliases._HISTORY_KEPT
 
 
 def test_the_scorers_alias_poll_fetches_neither_the_model_nor_its_history(
@@ -441,7 +440,7 @@ def test_the_scorers_alias_poll_fetches_neither_the_model_nor_its_history(
     _, v1 = log_version()
     poll = champion_lookup(settings, SCHEMA)
     assert poll() is None  # no champion yet
-    registry.promote(settings, NAME, v1, trigger="bootstrap", reasons=["first"])
+    aliases.promote(settings, NAME, v1, trigger="bootstrap", reasons=["first"])
     calls: list[str] = []
     for method in ("get_registered_model", "search_runs", "search_registered_models"):
         real = getattr(MlflowClient, method)

@@ -21,7 +21,7 @@ from hypothesis import event, example, given, settings
 from pydantic import SecretStr
 
 from flows.runtime import cycle_markdown
-from tasks import registry
+from tasks import aliases, registry, versions
 from tasks.cycle import CycleContext, CycleResult, finetune_window
 from tasks.model import build_model, train
 from tasks.schema import StreamSchema
@@ -90,7 +90,7 @@ def new_stream(s: Settings, records: list[Raw], name: str | None = None) -> Stre
 
 def crown(s: Settings, schema: StreamSchema, model: Any) -> str:
     version, _ = register_by_hand(s, schema, model, name="champion", window_start=BASE - 2 * DAY)
-    registry.promote(s, schema.name, version, trigger="test", reasons=["first champion"])
+    aliases.promote(s, schema.name, version, trigger="test", reasons=["first champion"])
     return version
 
 
@@ -112,7 +112,7 @@ def test_hostile_window_changes_the_champion_only_through_the_gate(
     event(f"decision: {result.decision}")
     event(f"rows quarantined: {'yes' if result.quarantined else 'no'}")
 
-    now = registry.get_alias_version(store, schema.name, registry.CHAMPION)
+    now = aliases.get_alias_version(store, schema.name, aliases.CHAMPION)
     if result.decision == "promoted":
         assert now == result.challenger_version != champion
     else:
@@ -153,7 +153,7 @@ def test_a_secret_reaches_no_log_mlflow_record_or_report(
         seen += [json.dumps(run.data.params), json.dumps(run.data.tags)]
     model = client.get_registered_model(schema.name)
     seen += [json.dumps(model.tags), model.description or ""]
-    for version in registry.list_versions(s, schema.name):
+    for version in versions.list_versions(s, schema.name):
         seen += [json.dumps(version.tags), version.description]
     assert all(SECRET not in text for text in seen)
     assert_no_file_holds(SECRET, s.mlflow_dir, s.home)
@@ -232,15 +232,15 @@ def test_two_finetunes_at_once_one_waits_and_the_registry_stays_consistent(
 
     finetuned = [
         v
-        for v in registry.list_versions(s, schema.name)
+        for v in versions.list_versions(s, schema.name)
         if v.lineage is not None and v.lineage.training_kind == "finetune"
     ]
     assert [v.version for v in finetuned] == [new]  # one version for the window
-    history = registry.alias_history(s, schema.name)
+    history = aliases.alias_history(s, schema.name)
     assert [m.seq for m in history] == list(range(1, len(history) + 1))
     moves = [(m.alias, m.from_version, m.to_version) for m in history]
     assert len(moves) == len(set(moves)), moves  # no move recorded twice
-    assert moves.count((registry.CHALLENGER, None, new)) == 1
+    assert moves.count((aliases.CHALLENGER, None, new)) == 1
     assert_champion_moved_only_through_the_gate(s, schema.name)
     prefect_files = [p.read_bytes() for p in (s.home / "prefect").rglob("*") if p.is_file()]
     assert any(b"| rows used |" in data for data in prefect_files)  # the artifacts are in there

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from tasks import registry
+from tasks import aliases
 from tasks.schema import decode_record, load_schema
 from tasks.scoring import ScorerStats, default_group_id, run_scorer
 from tasks.settings import Settings
@@ -81,7 +81,7 @@ def register(settings: Settings, model: Any, promote: bool = False) -> str:
 
 
 def promote_version(settings: Settings, version: str) -> None:
-    registry.promote(settings, SCHEMA.name, version, trigger="test", reasons=["test"])
+    aliases.promote(settings, SCHEMA.name, version, trigger="test", reasons=["test"])
 
 
 def topics(settings: Settings) -> tuple[str, str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tasks import registry
+from tasks import registry, serving_runs
 from tasks.settings import Settings
 from tasks.stream import ensure_topic, produce
 from tests.integration.helpers import ROOT, sensor_readings, sensor_schema_file
@@ -96,7 +96,7 @@ def test_fifteen_minute_stream_retrains_catches_up_backfills_and_monitors(
     client = registry.connect(settings.model_copy(update={"schema_path": schema}))
     experiment = client.get_experiment_by_name(model)
     runs = client.search_runs([experiment.experiment_id])
-    serving = [r for r in runs if registry.SERVING_TAG in r.data.tags]
+    serving = [r for r in runs if serving_runs.SERVING_TAG in r.data.tags]
     assert serving, "the monitor logged no serving run"
     steps = {
         m.step for r in serving for m in client.get_metric_history(r.info.run_id, "live_accuracy")

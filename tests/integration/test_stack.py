@@ -188,12 +188,12 @@ def test_stack_runs_the_hourly_finetune_through_the_worker_and_stops_clean(
         (v.tags.get("lineage.training_kind"), v.tags.get("lineage.window_start")) for v in versions
     }
     assert ("finetune", "2026-01-13T10:00Z") in kinds, kinds
-    from tasks import registry
+    from tasks import aliases, registry
 
     store = Settings(mlflow_tracking_uri=mlflow_url)
     timeline = registry.connect(store).list_artifacts(retrain_run_id(mlflow_url, schema.name))
     assert "accuracy_timeline.png" in [a.path for a in timeline]
-    champion = registry.get_alias_version(store, schema.name, registry.CHAMPION)
+    champion = aliases.get_alias_version(store, schema.name, aliases.CHAMPION)
     check_uis_in_a_browser(status["prefect"]["address"], mlflow_url, schema.name, champion)
 
     # The event path: a window-closed event starts `window-finetune` for exactly that window.

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks import registry
+from tasks import aliases, registry, run_logging, versions
 from tasks.cycle import CycleContext, finetune_window, retrain_until
+from tasks.lineage import Lineage
 from tasks.model import predict_proba
 from tasks.schema import StreamSchema, load_schema
 from tasks.settings import Settings
@@ -51,10 +52,8 @@ def test_retrain_registers_a_champion_with_lineage(
     s = fast(settings)
     result = retrain_until(context(s, stream), START + 8 * DAY)
     assert result.decision == "promoted", result
-    assert (
-        registry.get_alias_version(s, stream.name, registry.CHAMPION) == result.challenger_version
-    )
-    (version,) = registry.list_versions(s, stream.name)
+    assert aliases.get_alias_version(s, stream.name, aliases.CHAMPION) == result.challenger_version
+    (version,) = versions.list_versions(s, stream.name)
     lineage = version.lineage
     assert lineage is not None
     assert lineage.training_kind == "retrain" and lineage.parent_version is None
@@ -76,7 +75,7 @@ def test_finetune_promotes_on_a_normal_window_and_rerun_changes_nothing(
     assert result.champion_version == first.challenger_version
     assert result.prequential_accuracy is not None and result.prequential_accuracy > 0.8
     assert result.decision == "promoted", result.reasons
-    history = registry.alias_history(s, stream.name)
+    history = aliases.alias_history(s, stream.name)
     assert [m.alias for m in history if m.to_version == result.challenger_version][-1] == "champion"
     assert_runs_show_their_data(s, stream, [first.run_id, result.run_id])
     description = registry.connect(s).get_registered_model(stream.name).description
@@ -86,12 +85,12 @@ def test_finetune_promotes_on_a_normal_window_and_rerun_changes_nothing(
     )
 
     # The same hour again, in a new process: nothing new, no alias moves.
-    versions_before = len(registry.list_versions(s, stream.name))
-    moves_before = len(registry.alias_history(s, stream.name))
+    versions_before = len(versions.list_versions(s, stream.name))
+    moves_before = len(aliases.alias_history(s, stream.name))
     rerun = finetune_window(context(s, stream), window)
     assert rerun.decision == "unchanged", rerun.reasons
-    assert len(registry.list_versions(s, stream.name)) == versions_before
-    assert len(registry.alias_history(s, stream.name)) == moves_before
+    assert len(versions.list_versions(s, stream.name)) == versions_before
+    assert len(aliases.alias_history(s, stream.name)) == moves_before
 
 
 def assert_runs_show_their_data(
@@ -102,11 +101,11 @@ def assert_runs_show_their_data(
     for run_id in run_ids:
         assert run_id is not None
         [version] = client.search_model_versions(f"run_id = '{run_id}'")
-        lineage = registry.Lineage.model_validate_json(version.tags["lineage.json"])
+        lineage = Lineage.model_validate_json(version.tags["lineage.json"])
         [used] = client.get_run(run_id).inputs.dataset_inputs
         assert [(t.key, t.value) for t in used.tags] == [("mlflow.data.context", "training")]
         source = json.loads(used.dataset.source)["uri"]
-        assert source == registry.kafka_source(schema.topic, lineage.offsets)
+        assert source == run_logging.kafka_source(schema.topic, lineage.offsets)
         first, last = lineage.offsets[f"{schema.topic}-0"]
         assert source.startswith(f"kafka://{schema.topic}?partitions=0:{first}-{last}")
         assert used.dataset.digest == lineage.data_hash and used.dataset.source_type == "kafka"
@@ -145,10 +144,10 @@ def test_finetune_on_flipped_labels_is_registered_but_not_promoted(
     result = finetune_window(ctx, Window(hour, hour + timedelta(hours=1)))
     assert result.decision == "kept", result.reasons
     assert result.challenger_version is not None
-    assert registry.get_alias_version(s, poisoned.name, registry.CHAMPION) == champion
+    assert aliases.get_alias_version(s, poisoned.name, aliases.CHAMPION) == champion
     version = next(
         v
-        for v in registry.list_versions(s, poisoned.name)
+        for v in versions.list_versions(s, poisoned.name)
         if v.version == result.challenger_version
     )
     assert version.lineage is not None and version.lineage.gate_decision == "kept champion"
@@ -168,18 +167,18 @@ def test_rollback_and_reload_predict_the_same(settings: Settings, stream: Stream
         Window(START + 9 * DAY + timedelta(hours=10), START + 9 * DAY + timedelta(hours=11)),
     )
     in_memory = ctx.models[second.challenger_version]
-    reloaded = registry.load_keras(s, stream.name, "champion")
+    reloaded = versions.load_keras(s, stream.name, "champion")
     np.testing.assert_allclose(
         predict_proba(in_memory, stream, window.frame),
         predict_proba(reloaded, stream, window.frame),
         rtol=1e-5,
     )
 
-    restored = registry.rollback(s, stream.name, who="tester", why="testing rollback")
+    restored = aliases.rollback(s, stream.name, who="tester", why="testing rollback")
     assert restored == first
-    assert registry.get_alias_version(s, stream.name, registry.CHAMPION) == first
-    history = registry.alias_history(s, stream.name)
-    back = [m for m in history if m.alias == registry.CHAMPION][-1]
+    assert aliases.get_alias_version(s, stream.name, aliases.CHAMPION) == first
+    history = aliases.alias_history(s, stream.name)
+    back = [m for m in history if m.alias == aliases.CHAMPION][-1]
     assert (back.from_version, back.to_version, back.trigger) == (
         second.challenger_version,
         first,
@@ -189,7 +188,7 @@ def test_rollback_and_reload_predict_the_same(settings: Settings, stream: Stream
     # previous-champion is cleared by the same person, so a second rollback cannot undo this one.
     cleared = history[-1]
     assert (cleared.alias, cleared.from_version, cleared.to_version, cleared.who) == (
-        registry.PREVIOUS_CHAMPION,
+        aliases.PREVIOUS_CHAMPION,
         first,
         None,
         "tester",
@@ -203,8 +202,8 @@ def test_a_new_champion_that_serves_badly_is_rolled_back(
     s = fast(settings, absolute_floor=0.99, rollback_hours=2, rollback_margin=0.05)
     ctx = context(s, stream)
     good = retrain_until(ctx, START + 8 * DAY).challenger_version
-    assert good is not None and registry.get_alias_version(s, stream.name, "champion") is None
-    registry.promote(s, stream.name, good, trigger="test", reasons=["first model"])
+    assert good is not None and aliases.get_alias_version(s, stream.name, "champion") is None
+    aliases.promote(s, stream.name, good, trigger="test", reasons=["first model"])
     day = START + 8 * DAY
     for hour in (9, 10):
         finetune_window(ctx, Window(day + timedelta(hours=hour), day + timedelta(hours=hour + 1)))
@@ -212,12 +211,12 @@ def test_a_new_champion_that_serves_badly_is_rolled_back(
     # A broken model (its output inverted) becomes champion by hand.
     from tasks.model import fine_tune_copy
 
-    broken = fine_tune_copy(registry.load_keras(s, stream.name, good))
+    broken = fine_tune_copy(versions.load_keras(s, stream.name, good))
     last = broken.layers[-1]
     weights, bias = last.get_weights()
     last.set_weights([-weights, -bias])
     bad, _ = register_by_hand(s, stream, broken, name="an inverted model", window_start=day)
-    registry.promote(s, stream.name, bad, trigger="test", reasons=["a bad promotion"])
+    aliases.promote(s, stream.name, bad, trigger="test", reasons=["a bad promotion"])
     ctx.models.clear()
 
     outcomes = [
@@ -226,6 +225,6 @@ def test_a_new_champion_that_serves_badly_is_rolled_back(
     ]
     assert outcomes[0].decision == "kept"
     assert outcomes[1].decision == "rolled back", outcomes[1].reasons
-    assert registry.get_alias_version(s, stream.name, "champion") == good
-    last_move = registry.alias_history(s, stream.name)
+    assert aliases.get_alias_version(s, stream.name, "champion") == good
+    last_move = aliases.alias_history(s, stream.name)
     assert any(m.who == "streamtrain auto-rollback" for m in last_move)

@@ -91,7 +91,7 @@ def test_records_from_kafka_are_decoded_as_json_only() -> None:
 
 
 def test_models_are_loaded_only_from_the_registry() -> None:
-    """Every model load goes through tasks/registry.py with a models:/ URI."""
+    """Every model load goes through tasks/versions.py with a models:/ URI."""
     loads = []
     for path, tree in parsed():
         for node in ast.walk(tree):
@@ -104,15 +104,15 @@ def test_models_are_loaded_only_from_the_registry() -> None:
             if isinstance(node, ast.ImportFrom) and node.module == "tasks.model":
                 imported = {a.name for a in node.names}
                 assert "load_model" not in imported, where(path, node)
-    registry = [call for file, call in loads if file == "tasks/registry.py"]
-    elsewhere = [(file, call) for file, call in loads if file != "tasks/registry.py"]
+    registry = [call for file, call in loads if file == "tasks/versions.py"]
+    elsewhere = [(file, call) for file, call in loads if file != "tasks/versions.py"]
     assert registry and all("model_uri(" in call for call in registry), registry
     # tasks/model.py keeps a local .keras loader for tests and tools, never used by the pipeline
     assert elsewhere in ([], [("tasks/model.py", "keras.saving.load_model(Path(path))")])
 
 
 def test_registry_uris_name_a_model_version_or_alias() -> None:
-    from tasks.registry import model_uri
+    from tasks.versions import model_uri
 
     assert model_uri("drone-busy", 3) == "models:/drone-busy/3"
     assert model_uri("drone-busy", "champion") == "models:/drone-busy@champion"
