@@ -1,9 +1,11 @@
-"""`python -m bench [--quick] [--section quality] [--output DIR]`: run the benchmarks.
+"""`python -m bench [--quick] [--section quality|read|scoring] [--output DIR]`: run benchmarks.
 
 `make bench` runs the full plan into bench/results/ and refreshes README's Performance
 section; `make bench QUICK=1` (GNU make has no `--quick`) runs the quick plan;
-`--section quality` runs only section 5 (model quality under drift, no broker) and merges it
-into the report already in the output folder.
+`--section quality` runs only section 5 (model quality under drift, no broker), `--section
+read` only section 3 (the window read) and `--section scoring` only section 4 (the scorer; it
+trains the first model first), each on a broker of its own; the section is merged into the
+report already in the output folder.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--section",
-        choices=["quality"],
-        help="run only this section and merge it into the existing report",
+        choices=["quality", "read", "scoring"],
+        help="run only this section and merge it into the existing report: quality (5, no "
+        "broker), read (3, the window read) or scoring (4, the scorer)",
     )
     parser.add_argument(
         "--jobs",
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("kafka.cluster").addFilter(
         lambda record: "failed Cancelled" not in record.getMessage()
     )
-    from bench.run import RESULTS, Plan, run, run_quality_only
+    from bench.run import RESULTS, Plan, run, run_broker_section, run_quality_only
 
     plan = Plan.quick() if args.quick else Plan.full(args.replay_days)
     output = args.output or RESULTS
@@ -77,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.section == "quality":
         command += " --section quality"
         result = run_quality_only(plan, output.resolve(), command, readme, args.jobs)
+    elif args.section:
+        command += f" --section {args.section}"
+        result = run_broker_section(plan, args.section, output.resolve(), command, readme)
     else:
         result = run(plan, output.resolve(), command, readme)
     print(f"report: {output / 'latest.md'} ({result['duration']['value']} min)")

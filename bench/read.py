@@ -28,6 +28,7 @@ REPEATS = 3  # runs per reader; the median is reported
 class Timed:
     records: int
     seconds: float
+    per_window: tuple[float, ...] = ()  # seconds of each window, when read one by one
 
     @property
     def per_s(self) -> float:
@@ -42,10 +43,13 @@ def project_read(
 
     offsets: dict[str, list[int]] = {}
     records = 0
+    each: list[float] = []
     with window_reader(settings) as reader:
         started = time.perf_counter()
         for window in windows:
+            began = time.perf_counter()
             read = read_window(settings, schema, window, send_dead_letters=False, reader=reader)
+            each.append(time.perf_counter() - began)
             # Records in the offsets it covered: what it scanned, as the other readers do.
             records += sum(
                 max(0, last - first + 1) for first, last in read.manifest.offsets.values()
@@ -54,7 +58,7 @@ def project_read(
                 span = offsets.setdefault(name, [first, last])
                 span[0], span[1] = min(span[0], first), max(span[1], last)
         seconds = time.perf_counter() - started
-    return Timed(records, seconds), offsets
+    return Timed(records, seconds, tuple(each)), offsets
 
 
 def bare_read(settings: Settings, ranges: list[dict[str, list[int]]]) -> Timed:
@@ -117,6 +121,16 @@ def kcat_read(settings: Settings, offsets: dict[str, list[int]]) -> Timed | None
     return Timed(records, time.perf_counter() - started)
 
 
+def kcat_windows(settings: Settings, ranges: list[dict[str, list[int]]]) -> list[float]:
+    """Seconds kcat takes for each window's offsets (all its partitions at once); [] without."""
+    found = [kcat_read(settings, offsets) for offsets in ranges]
+    return [t.seconds for t in found if t is not None]
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
 def compare_reads(
     settings: Settings,
     schema: StreamSchema,
@@ -124,21 +138,30 @@ def compare_reads(
     span: Window,
     repeats: int = REPEATS,
 ) -> dict[str, Any]:
-    """Records per second of each reader, median of REPEATS runs, hourly windows and a span."""
+    """Records per second of each reader, median of REPEATS runs, hourly windows and a span.
+
+    Hourly windows also get seconds per window: the project's read next to kcat reading the
+    same offsets window by window (its process start-up included: that is what kcat costs).
+    """
     out: dict[str, Any] = {}
     for label, windows in (("hourly windows", hourly), ("one multi-day span", [span])):
         # Each window's offsets once (also warms the broker's page cache for every reader).
         per_window = [project_read(settings, schema, [w])[1] for w in windows]
         merged = project_read(settings, schema, windows)[1]
         project, bare, kcat = [], [], []
+        kcat_each: list[float] = []
         for _ in range(repeats):
             project.append(project_read(settings, schema, windows)[0])
             bare.append(bare_read(settings, per_window))
-            if len(windows) == 1:  # one kcat process per partition: start-up would dominate
+            if len(windows) == 1:
                 found = kcat_read(settings, merged)
                 if found is not None:
                     kcat.append(found)
+            else:
+                kcat_each += kcat_windows(settings, per_window)
         out[label] = {
+            "window_s_median": _median([s for t in project for s in t.per_window]),
+            "kcat_window_s_median": _median(kcat_each),
             "windows": len(windows),
             "repeats": repeats,
             "records": project[0].records,

@@ -9,6 +9,7 @@ thread follows the registry's `champion` alias and loads new versions off the ho
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 THRESHOLD = 0.5  # predicted positive at probability >= THRESHOLD, as in tasks.evaluation
 POLL_TIMEOUT_MS = 100  # how long an idle poll blocks: bounds the reaction to stop and reloads
 LINGER_MS = 5
+FETCH_MAX_WAIT_MS = 20  # how long the broker may hold an empty fetch (bounds added latency)
 SESSION_TIMEOUT_MS = 10_000  # a crashed instance's partitions move on after this long
 _LATENCY_SAMPLES = 100_000
 _RETRY_CAP_S = 300.0
@@ -401,6 +403,10 @@ def run_scorer(
             client_id="streamtrain-scorer",
             max_poll_records=batch_size,
             session_timeout_ms=SESSION_TIMEOUT_MS,
+            # Not the window reader's tuning: a service that waits on new records would send
+            # an empty fetch every millisecond while idle, and it uses every record it fetches.
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            max_partition_fetch_bytes=1024 * 1024,
         )
         try:
             consumer.subscribe([input_topic])
@@ -439,8 +445,25 @@ def _await_champion(
     return None
 
 
+@dataclass
+class _Sent:
+    """A batch whose predictions were sent and not yet acknowledged (nothing committed)."""
+
+    records: list[Any]
+    futures: list[Any]
+    sources: list[Source]
+    set_aside: list[SetAside]
+    version: str
+
+
 class _Loop:
-    """poll -> decode -> predict -> produce -> flush (acks) -> dead-letter (acks) -> commit."""
+    """poll -> decode -> predict -> produce; then acks -> dead-letter (acks) -> commit.
+
+    One batch's acknowledgements are awaited while the next batch is decoded and predicted
+    (a flush per batch idled the loop for a broker round trip each time); a batch's offsets
+    are still committed only once its predictions and dead letters are acknowledged. Before an
+    idle poll the batch in flight is settled, so a quiet stream gets no added latency.
+    """
 
     def __init__(
         self,
@@ -457,6 +480,7 @@ class _Loop:
         self.done: dict[tuple[str, int], int] = {}  # acknowledged offsets, to commit on exit
         self.uncommitted: dict[tuple[str, int], int] = {}  # acknowledged, not yet sent to commit
         self.inflight: Any = None  # the pending asynchronous commit, if any
+        self.sent: _Sent | None = None  # the batch awaiting its acknowledgements
 
     def finish(self) -> None:
         """Commit, and wait for, the offsets of partitions still owned."""
@@ -490,24 +514,30 @@ class _Loop:
         while not stop.is_set():
             left = None if max_records is None else max_records - self.tally.records_in
             if left is not None and left <= 0:
-                return
+                break
             newer = watcher.take()  # swaps happen only between batches
             if newer is not None:
                 log.info("champion %s -> %s", self.champion.version, newer.version)
                 self.champion = newer
                 self.tally.reloads += 1
+            # With a batch in flight, look for more without waiting; settle it before waiting.
             polled = self.consumer.poll(
-                timeout_ms=POLL_TIMEOUT_MS, max_records=min(batch_size, left or batch_size)
+                timeout_ms=0 if self.sent else POLL_TIMEOUT_MS,
+                max_records=min(batch_size, left or batch_size),
             )
             records = [record for batch in polled.values() for record in batch]
             if records:
                 self.score(records)
                 last_record = time.monotonic()
+            elif self.sent is not None:
+                self.settle()
             elif idle_exit_s is not None and time.monotonic() - last_record >= idle_exit_s:
                 log.info("no records for %.0f s; exiting", idle_exit_s)
-                return
+                break
+        self.settle()
 
     def score(self, records: list[Any]) -> None:
+        """Decode, predict and send one batch, then settle the batch sent before it."""
         if self.tally.first_record is None:
             self.tally.first_record = time.monotonic()
         batch = decode_batch(self.schema, records)
@@ -527,24 +557,46 @@ class _Loop:
             )
             value = json.dumps(record, separators=(",", ":")).encode()
             futures.append(self.out.send(self.output_topic, key=source.key, value=value))
-        self.out.flush()
-        failed = [f.exception for f in futures if f.failed()]
-        if failed:  # nothing is committed: a restart scores the batch again
+        self.tally.records_in += len(records)
+        self.settle()
+        self.sent = _Sent(records, futures, batch.sources, batch.set_aside, self.champion.version)
+
+    def settle(self) -> None:
+        """Wait for the batch in flight to be acknowledged, dead-letter its bad records, and
+        commit it; a failure raises with nothing committed (a restart scores it again)."""
+        sent, self.sent = self.sent, None
+        if sent is None:
+            return
+        _await_acks(sent.futures, self.settings.kafka_request_timeout_ms / 1000)
+        failed = [
+            f.exception or "no acknowledgement in time"
+            for f in sent.futures
+            if not f.is_done or f.failed()
+        ]
+        if failed:
             raise StreamError(f"{len(failed)} predictions were not written: {failed[0]}")
         acked_ms = int(time.time() * 1000)
-        self.tally.latencies.extend(acked_ms - s.timestamp_ms for s in batch.sources)
-        if batch.set_aside:
+        self.tally.latencies.extend(acked_ms - s.timestamp_ms for s in sent.sources)
+        if sent.set_aside:
             # The envelope's source topic is the schema's: name the input topic there instead.
             # A DeadLetterError leaves the batch uncommitted: a restart dead-letters it again.
-            source_schema = self.schema.model_copy(update={"topic": records[0].topic})
-            self.tally.dead_lettered += dead_letter(self.settings, source_schema, batch.set_aside)
-        offsets = commit_offsets(records)
+            source_schema = self.schema.model_copy(update={"topic": sent.records[0].topic})
+            self.tally.dead_lettered += dead_letter(self.settings, source_schema, sent.set_aside)
+        offsets = commit_offsets(sent.records)
         self.commit_between_batches(offsets)
         self.done.update(offsets)
-        self.tally.records_in += len(records)
-        self.tally.predictions_out += len(futures)
+        self.tally.predictions_out += len(sent.futures)
         self.tally.batches += 1
-        self.tally.versions[self.champion.version] += len(futures)
+        self.tally.versions[sent.version] += len(sent.futures)
+
+
+def _await_acks(futures: list[Any], timeout_s: float) -> None:
+    """Wait for these sends only (a flush would also wait for the batch sent after them)."""
+    deadline = time.monotonic() + timeout_s
+    for future in futures:
+        if not future.is_done:
+            with contextlib.suppress(Exception):  # a failed send is read by the caller
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _commit(

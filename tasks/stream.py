@@ -7,9 +7,13 @@ All Kafka client code of the project lives here. `read_window` uses the broker's
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
+import os
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -173,8 +177,13 @@ def _consumer(settings: Settings, **options: Any) -> KafkaConsumer:
         "auto_offset_reset": "earliest",
         "client_id": "streamtrain-reader",
         "bootstrap_timeout_ms": 10000,
-        # A window read ends at known offsets: don't let the broker hold empty fetches.
-        "fetch_max_wait_ms": 20,
+        # A window read ends at known offsets: don't let the broker hold empty fetches (a
+        # fetch of a partition parked at its end would wait this long before answering).
+        "fetch_max_wait_ms": 1,
+        # A fetch returns whole batches from this far on, and kafka-python decodes every
+        # record of them: an hour is a few kilobytes, so 1 MB a partition (the default) mostly
+        # decodes records past the window. 64 kB keeps a multi-day span as fast as 1 MB did.
+        "max_partition_fetch_bytes": 64 * 1024,
     }
     config.update(options)
     try:
@@ -319,14 +328,94 @@ class _Candidate:
     decoded: dict[str, Any]
 
 
+@dataclass
+class _SharedReader:
+    consumer: KafkaConsumer
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    refreshed: float = 0.0  # monotonic time of the last metadata refresh
+
+
+# How old the shared consumer's metadata may be when a read starts. kafka-python spaces
+# metadata requests by retry_backoff_ms (100 ms), so refreshing before every read of a tight
+# loop would cost more than the read; an hourly run always starts from fresh metadata.
+METADATA_MAX_AGE_S = 1.0
+
+
+# One consumer per process and connection: building one (bootstrap, metadata) costs more than
+# reading a whole hourly window. Keyed by everything that makes a connection, so settings with
+# other bootstrap servers or credentials (a test's own broker) get a consumer of their own.
+_SHARED: dict[tuple[int, str], _SharedReader] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _connection_key(settings: Settings) -> tuple[int, str]:
+    config = settings.kafka_client_config()
+    # The pid too: a forked child must not use its parent's consumer (its IO thread is gone).
+    return os.getpid(), hashlib.sha256(repr(sorted(config.items())).encode()).hexdigest()
+
+
+def _shared_reader(settings: Settings) -> _SharedReader:
+    key = _connection_key(settings)
+    with _SHARED_LOCK:
+        shared = _SHARED.get(key)
+        if shared is None:
+            shared = _SHARED[key] = _SharedReader(_consumer(settings))
+        return shared
+
+
+def _drop_shared(shared: _SharedReader) -> None:
+    with _SHARED_LOCK:
+        for key, found in list(_SHARED.items()):
+            if found is shared:
+                del _SHARED[key]
+    shared.consumer.close()
+
+
+@atexit.register
+def close_readers() -> None:
+    """Close every shared consumer of this process (at exit; tests call it to start afresh)."""
+    with _SHARED_LOCK:
+        found = [s for (pid, _), s in _SHARED.items() if pid == os.getpid()]
+        _SHARED.clear()
+    for shared in found:
+        shared.consumer.close()
+
+
 @contextmanager
 def window_reader(settings: Settings) -> Iterator[KafkaConsumer]:
-    """One consumer to read many windows with (a backfill reuses it for every hour)."""
-    consumer = _consumer(settings)
+    """The process's consumer for these settings, to read windows and offsets with.
+
+    Reused across calls (and so across a backfill's hours and an hourly process's runs). Its
+    metadata is refreshed when a read starts (unless the last refresh is under a second old),
+    so a topic that gained partitions is read whole. When another thread holds it, or a read
+    already uses it, a private consumer serves instead. A read that failed closes it: the next
+    one starts from a new connection.
+    """
+    shared = _shared_reader(settings)
+    if not shared.lock.acquire(blocking=False):
+        private = _consumer(settings)
+        try:
+            yield private
+        finally:
+            private.close()
+        return
     try:
-        yield consumer
+        if time.monotonic() - shared.refreshed > METADATA_MAX_AGE_S:
+            _refresh_metadata(settings, shared.consumer)
+            shared.refreshed = time.monotonic()
+        yield shared.consumer
+    except BaseException:
+        _drop_shared(shared)
+        raise
     finally:
-        consumer.close()
+        shared.lock.release()
+
+
+def _refresh_metadata(settings: Settings, consumer: KafkaConsumer) -> None:
+    try:
+        consumer.topics()  # always asks the cluster: partitions added since the last read
+    except KafkaError as exc:
+        raise _client_error(settings, exc) from None
 
 
 def read_window(
@@ -392,8 +481,10 @@ def _read_into(
     _scan(settings, schema, consumer, scans, ends, manifest, candidates, require_label)
     # Closed when every partition that holds records has passed the window's end plus the
     # lateness; one whose records all precede the window (no scan) is behind, not done.
-    firsts = consumer.beginning_offsets(partitions)
-    holding = [tp for tp in partitions if ends[tp] > firsts[tp]]
+    # (A scanned partition holds records; only the others need their first offsets.)
+    unscanned = [tp for tp in partitions if tp not in scans]
+    firsts = consumer.beginning_offsets(unscanned) if unscanned else {}
+    holding = [tp for tp in partitions if tp in scans or ends[tp] > firsts[tp]]
     manifest.closed = bool(holding) and all(tp in scans and scans[tp].stopped for tp in holding)
 
 

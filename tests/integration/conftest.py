@@ -13,6 +13,7 @@ import pytest
 
 from tasks.broker import free_ports, start_broker, stop_broker
 from tasks.settings import Settings
+from tasks.stream import close_readers
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +27,14 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]
         yield broker
     finally:
         stop_broker(broker)
+
+
+@pytest.fixture(autouse=True)
+def no_shared_readers() -> Iterator[None]:
+    """Close the process's shared Kafka consumers after each test: a test's own broker stops
+    with it, and a consumer left connected to it would keep retrying in the background."""
+    yield
+    close_readers()
 
 
 @pytest.fixture

@@ -106,3 +106,39 @@ def _check_quality_fields(quality: dict[str, Any]) -> None:
     goals = quality["goals"]
     assert {g["scenario"] for g in goals} == set(quality["raw"])
     assert all(isinstance(g["met"], bool) and g["measured"] for g in goals)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_read_section_alone_reports_an_hourly_window_against_kcat(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMTRAIN_")}
+    readme_before = (ROOT / "README.md").read_text()
+    from bench.report import fig, machine, now_utc
+
+    earlier = {
+        "mode": "full",
+        "command": "python -m bench",
+        "generated_at": now_utc(),
+        "duration": fig(20.0, "min"),
+        "machine": machine(),
+        "settings": {},
+        "sections": {"kept": {"title": "kept", "figures": {"a figure": fig(1.0, "s")}}},
+        "headline": [],
+    }
+    (tmp_path / "latest.json").write_text(json.dumps(earlier))
+    done = _bench(env, "--quick", "--section", "read", "--output", str(tmp_path), "--no-readme")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "report:" in done.stdout
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert report["sections"]["kept"] == earlier["sections"]["kept"]  # merged, not replaced
+    assert "--section read" in report["read_regenerated"]
+    figures = report["sections"]["window_read"]["figures"]
+    assert report["read_window_s_median"] == figures["hourly window: project read_window, median"]
+    assert report["read_window_s_median"]["unit"] == "s"
+    assert report["read_window_s_median"]["value"] > 0
+    kcat = report["read_window_kcat_s_median"]
+    assert kcat == figures["hourly window: kcat, same offsets, median"]
+    assert kcat["value"] is None or kcat["value"] > 0  # None only where kcat is not installed
+    assert "scorer_vs_bare" in report
+    assert "hourly window: project / kcat" in (tmp_path / "latest.md").read_text()
+    assert (ROOT / "README.md").read_text() == readme_before

@@ -25,6 +25,7 @@ from tasks.simulator import SimulationConfig, generate
 from tasks.stream import (
     StreamError,
     WindowRead,
+    close_readers,
     ensure_topic,
     produce,
     read_window,
@@ -162,3 +163,20 @@ def test_a_simulator_run_across_a_broker_restart_loses_nothing_and_reads_the_cle
     )
     assert bounced.manifest.duplicates == repeats and healthy.manifest.duplicates == 0
     assert bounced.manifest.rows == healthy.manifest.rows > 0
+
+
+def test_the_shared_reader_survives_a_broker_restart(broker: Settings) -> None:
+    import tasks.stream
+
+    schema = fresh_schema(prefix="bounce-shared")
+    ensure_topic(broker, schema.topic)
+    produce(broker, schema.topic, generate(SimulationConfig(start=START, hours=24, seed=3)))
+    hour = Window(START + timedelta(hours=9), START + timedelta(hours=10))
+    close_readers()
+    before = read_window(broker, schema, hour, send_dead_letters=False)
+    key = tasks.stream._connection_key(broker)
+    consumer = tasks.stream._SHARED[key].consumer
+    restart(broker)
+    after = read_window(broker, schema, hour, send_dead_letters=False)
+    assert tasks.stream._SHARED[key].consumer is consumer  # reconnected, not rebuilt
+    same_window(before, after)

@@ -313,7 +313,9 @@ def test_a_killed_scorer_loses_nothing_after_restart_and_sigterm_exits_cleanly(
     stats = json.loads(stdout.strip().splitlines()[-1])
     out = predictions(settings, sink)
     repeats = len(out) - len(inputs)
-    assert 0 < repeats <= 40  # at worst the acknowledged-but-uncommitted batch is scored again
+    # At worst the batch being committed and the one sent behind it (the scorer sends the next
+    # batch before settling the previous one) are scored again: two batches of 40.
+    assert 0 < repeats <= 80
     assert stats["records_in"] == len(inputs) - first
     assert committed(settings, source) == ends(inputs)
 

@@ -25,7 +25,7 @@ from tasks.scoring import (
     predicted_class,
     stop_on_signals,
 )
-from tasks.settings import PROJECT_ROOT
+from tasks.settings import PROJECT_ROOT, Settings
 
 DRONE = load_schema(PROJECT_ROOT / "schemas" / "drone.yaml")
 SENSOR = load_schema(PROJECT_ROOT / "tests" / "fixtures" / "sensor.yaml")
@@ -313,3 +313,49 @@ def test_sigterm_sets_the_stop_event_and_handlers_are_restored() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.wait(5)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+class HeldProducer:
+    """A producer whose sends stay unacknowledged until `ack()`; counts flushes."""
+
+    def __init__(self) -> None:
+        self.futures: list[Any] = []
+        self.flushes = 0
+
+    def send(self, topic: str, key: Any = None, value: Any = None) -> Any:
+        from kafka.future import Future
+
+        self.futures.append(Future())
+        return self.futures[-1]
+
+    def flush(self) -> None:
+        self.flushes += 1
+        self.ack()
+
+    def ack(self) -> None:
+        for future in self.futures:
+            if not future.is_done:
+                future.success(None)
+
+
+def test_a_batch_is_committed_once_acknowledged_while_the_next_one_is_scored() -> None:
+    from tasks.scoring import _Loop, _Tally
+
+    consumer = CommitRecorder({("features", 0)})
+    out = HeldProducer()
+    champion = Champion("1", lambda frame: np.full(len(frame), 0.7))
+    loop = _Loop(Settings(), DRONE, consumer, out, "predictions", _Tally(), champion)  # type: ignore[arg-type]
+    first = [rec(n, GOOD) for n in range(3)]
+    second = [rec(n, GOOD) for n in range(3, 5)]
+
+    loop.score(first)
+    assert consumer.requests == [] and out.flushes == 0  # sent, not waited for
+    out.ack()
+    loop.score(second)  # the first batch settles: its offsets are committed, not the second's
+    assert consumer.requests == [{("features", 0): 3}]
+    assert loop.tally.predictions_out == 3 and loop.tally.records_in == 5
+    consumer.futures[0].success(None)
+    out.ack()
+    loop.settle()
+    assert consumer.requests[-1] == {("features", 0): 5}
+    assert loop.tally.predictions_out == 5 and loop.tally.batches == 2
