@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tasks.input_example import allow_input_examples, input_example
 from tasks.schema import StreamSchema
 from tasks.settings import Settings
 
@@ -335,11 +336,13 @@ def log_training_run(
     run_tags |= tags
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags) as run:
         run_id = run.info.run_id
+        allow_input_examples()
         with _quiet_missing_signature():
             info = mlflow.keras.log_model(
                 model,
                 name="model",
                 signature=model_signature(model),
+                input_example=input_example(schema, training_rows),
                 pip_requirements=pinned_requirements(),
             )
         if training_rows is not None:
