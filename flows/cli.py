@@ -485,7 +485,8 @@ def backfill(
     emit(rows, as_json, lambda: print_daily_summary(rows))
 
 
-def print_daily_summary(rows: list[dict[str, Any]]) -> None:
+def print_daily_summary(rows: list[dict[str, Any]], change: str | None = None) -> None:
+    """The per-day table and the alarm and recovery line (counted from `change` if known)."""
     from tasks.report import DAILY_COLUMNS, daily_table, recovery_line
 
     table = Table(title="Per day")
@@ -494,7 +495,7 @@ def print_daily_summary(rows: list[dict[str, Any]]) -> None:
     for day in daily_table(rows):
         table.add_row(*day.values())
     console.print(table)
-    console.print(recovery_line(rows))
+    console.print(recovery_line(rows, change))
 
 
 @app.command()

@@ -50,7 +50,7 @@ def main(days: int = DEMO_DAYS) -> None:
         done = report_rows(registry.cycle_runs(settings, ctx.model_name))
     else:
         console.print("The demo already ran; showing its results (delete mlflow/ to start over).")
-    print_daily_summary(done)
+    print_daily_summary(done, change=drift_instant(days))
     bring_up(settings, live=True)
     say_what_to_open(settings, ctx.model_name)
 
@@ -74,9 +74,16 @@ def simulate_unless_there(settings: Settings, days: int) -> None:
         seed=settings.seed,
         progress=True,
     )
-    drift = parse_instant(DEMO_START) + timedelta(weeks=2)
-    note = f" ({DEMO_SCENARIO} drift at {format_instant(drift)})" if days > 14 else ""
+    drift = drift_instant(days)
+    note = f" ({DEMO_SCENARIO} drift at {drift})" if drift else ""
     console.print(f"Simulated {summary['records']:,} observations{note} into '{summary['topic']}'.")
+
+
+def drift_instant(days: int) -> str | None:
+    """When the simulated world changes (the simulator's default: two weeks in), if the demo
+    lasts that long."""
+    drift = parse_instant(DEMO_START) + timedelta(weeks=2)
+    return format_instant(drift) if days > 14 else None
 
 
 def train_and_replay(days: int) -> None:
@@ -99,6 +106,7 @@ def train_and_replay(days: int) -> None:
         end=format_instant(end),
         retrain_every_hours=24,
         show_progress=True,
+        drift_at=drift_instant(days),
     )
 
 
