@@ -290,7 +290,8 @@ def simulate(
         False,
         "--live",
         help="Continue the topic's stream from its last hour, paced at STREAMTRAIN_LIVE_SPEEDUP "
-        "(for `streamtrain up`; --start is used only when the topic is empty).",
+        "(for `streamtrain up`; --start is used only when the topic is empty); hours without "
+        "records (the simulated nights) pass at once, so windows keep closing.",
     ),
     as_json: bool = JsonOption,
 ) -> None:
@@ -314,6 +315,7 @@ def simulate(
             drift_at=drift_at,
             topic=topic,
             realtime=realtime,
+            skip_nights=live,
             progress=not (as_json or live),
         )
     emit(
