@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from flows.cli import wide_console
 from flows.runtime import configure_environment, cycle_context
-from tasks.settings import Settings, get_settings
+from tasks.settings import Settings, current_settings
 from tasks.windowing import format_instant, parse_instant
 
 DEMO_START = "2026-01-05T00:00Z"  # a Monday
@@ -34,7 +34,7 @@ def main(days: int = DEMO_DAYS) -> None:
     if days <= TRAIN_DAYS:
         console.print(f"[bold red]error:[/] the demo needs more than {TRAIN_DAYS} days")
         raise SystemExit(2)
-    settings = get_settings()
+    settings = current_settings()
     configure_environment(settings)
     from flows.cli import print_daily_summary
     from tasks import registry

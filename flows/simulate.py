@@ -11,7 +11,7 @@ from prefect import flow
 from rich.progress import Progress
 
 from tasks.schema import StreamSchema, load_schema
-from tasks.settings import Settings, get_settings
+from tasks.settings import Settings, current_settings
 from tasks.simulator import (
     PacingClock,
     SimRecord,
@@ -134,7 +134,7 @@ def simulate(
         realtime: Pace records in real time, sped up by this factor; empty: as fast as possible.
         live: Continue the topic from the hour after its newest record.
     """
-    settings = get_settings()
+    settings = current_settings()
     schema = load_schema(settings.schema_path)
     if live:
         start = live_start(settings, schema, None, default=start)
