@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flows.cli import wide_console
@@ -127,11 +127,19 @@ def replay_resume_point(rows: list[dict[str, Any]], days: int) -> str | None:
     tuned = [str(r["window_end"]) for r in rows if r["kind"] == "finetune" and r["window_end"]]
     if not rows:
         return None
-    last_day = parse_instant(DEMO_START) + timedelta(days=days - 1)
     if not tuned:
         return format_instant(parse_instant(DEMO_START) + timedelta(days=TRAIN_DAYS))
     newest = max(parse_instant(t) for t in tuned)
-    return None if newest > last_day else format_instant(newest)
+    return None if newest >= last_observed_hour_end(days) else format_instant(newest)
+
+
+def last_observed_hour_end(days: int) -> datetime:
+    """The end of the demo's last hour with records (the simulated last day's daylight)."""
+    from tasks.simulator import SimulationConfig
+
+    start = parse_instant(DEMO_START)
+    daylight = SimulationConfig(start=start).daylight
+    return start + timedelta(days=days - 1, hours=max(daylight) + 1)
 
 
 @contextmanager

@@ -21,6 +21,13 @@ def test_an_interrupted_replay_goes_on_after_its_last_fine_tuned_window() -> Non
     assert demo.replay_resume_point(partway, 28) == "2026-01-13T12:00Z"
     finished = [first_model, cycle("finetune", "2026-02-01T16:00Z", "2026-02-01T17:00Z")]
     assert demo.replay_resume_point(finished, 28) is None
+    # a one-day replay is finished only at that day's last observed hour, not its first
+    one_day = [first_model, cycle("finetune", "2026-01-13T09:00Z", "2026-01-13T10:00Z")]
+    assert demo.replay_resume_point(one_day, 9) == "2026-01-13T10:00Z"
+    assert (
+        demo.replay_resume_point([*one_day, {**finished[1], "window_end": "2026-01-13T17:00Z"}], 9)
+        is None
+    )
 
 
 def test_ctrl_c_stops_the_demo_with_one_line_that_names_what_still_runs(
