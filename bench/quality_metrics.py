@@ -9,51 +9,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bench.strategy import WindowRecord
+from tasks.adaptation import (  # one definition, shared with the demo's summary line
+    DAY_MS,
+    RECOVERY_POINTS,
+    RECOVERY_RUN,
+    after,
+    alarm_delay_windows,
+    pre_change_level,
+    windows_to_recover,
+)
 
-DAY_MS = 86_400_000
-RECOVERY_POINTS = 0.02  # "back within 2 points of the pre-change day's level"
-RECOVERY_RUN = 4  # "... for 4 windows in a row"
-
-
-def after(records: Sequence[WindowRecord], change_ms: int) -> list[WindowRecord]:
-    return [r for r in records if r.start_ms >= change_ms]
-
-
-def alarm_delay_windows(records: Sequence[WindowRecord], change_ms: int) -> int | None:
-    """Windows from the change to the first alarm (0: the first new-concept window); None if
-    no alarm fires after the change."""
-    for index, record in enumerate(after(records, change_ms)):
-        if record.alarm:
-            return index
-    return None
-
-
-def pre_change_level(records: Sequence[WindowRecord], change_ms: int) -> float | None:
-    """Accuracy over the windows of the day before the change (None without any)."""
-    day = [r for r in records if change_ms - DAY_MS <= r.start_ms < change_ms]
-    rows = sum(r.rows for r in day)
-    return sum(r.correct for r in day) / rows if rows else None
-
-
-def windows_to_recover(
-    records: Sequence[WindowRecord],
-    change_ms: int,
-    level: float | None = None,
-    points: float = RECOVERY_POINTS,
-    run: int = RECOVERY_RUN,
-) -> int | None:
-    """Windows from the change until accuracy is back within `points` of `level` (default:
-    the pre-change day's) for `run` windows in a row: the index of the first window of that
-    run (0: no dip at all). None when it never happens or no level is known."""
-    level = pre_change_level(records, change_ms) if level is None else level
-    if level is None:
-        return None
-    streak = 0
-    for index, record in enumerate(after(records, change_ms)):
-        streak = streak + 1 if record.accuracy >= level - points else 0
-        if streak == run:
-            return index - run + 1
-    return None
+__all__ = [
+    "DAY_MS",
+    "RECOVERY_POINTS",
+    "RECOVERY_RUN",
+    "after",
+    "alarm_delay_windows",
+    "concept_alarms",
+    "drift_retrains",
+    "dummy_alarm",
+    "false_alarms",
+    "pre_change_level",
+    "windows_to_recover",
+]
 
 
 def false_alarms(records: Sequence[WindowRecord], change_ms: int | None) -> int:

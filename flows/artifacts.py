@@ -145,8 +145,15 @@ def replay_markdown(
     return "\n".join(lines)
 
 
-def publish_replay(ctx: CycleContext, since: datetime, until: datetime, timeline_run: str) -> None:
-    """Leave the replay's table, timeline image and summary on the flow run (only in a run)."""
+def publish_replay(
+    ctx: CycleContext,
+    since: datetime,
+    until: datetime,
+    timeline_run: str,
+    change: str | None = None,
+) -> None:
+    """Leave the replay's table, timeline image and summary on the flow run (only in a run);
+    with a known `change`, the recovery line counts from it."""
     if not in_flow_run():
         return
     from prefect.artifacts import (
@@ -180,8 +187,9 @@ def publish_replay(ctx: CycleContext, since: datetime, until: datetime, timeline
     create_image_artifact(
         image_url=image, key=f"{key}-timeline", description=f"Accuracy timeline {span}"
     )
+    recovery = recovery_line(rows, change)
     create_markdown_artifact(
-        markdown=replay_markdown(span, cycles, recovery_line(rows), image, links),
+        markdown=replay_markdown(span, cycles, recovery, image, links),
         key=key,
-        description=recovery_line(rows),
+        description=recovery,
     )

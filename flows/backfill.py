@@ -88,6 +88,7 @@ def backfill(
     end: str,
     retrain_every_hours: int | None = 24,
     show_progress: bool = False,
+    drift_at: str | None = None,
 ) -> list[dict[str, Any]]:
     """Replay [start, end) hour by hour with nightly retrains (catching up, or the demo).
 
@@ -99,6 +100,8 @@ def backfill(
         end: End of the range, exclusive (ISO 8601).
         retrain_every_hours: Full retrain every so many hours of stream time; empty: none.
         show_progress: Also draw a progress bar in the terminal (the demo runs it in-process).
+        drift_at: When the stream is known to change (a simulated drift, ISO 8601): the
+            recovery line counts the alarm's delay and the recovery from it.
     """
     from flows.artifacts import ReplayProgress, publish_replay
 
@@ -111,5 +114,5 @@ def backfill(
             ctx, first, last, retrain_every_hours=retrain_every_hours, on_window=progress
         )
     timeline = log_accuracy_timeline(ctx, first, last)
-    publish_replay(ctx, first, last, timeline)
+    publish_replay(ctx, first, last, timeline, change=drift_at)
     return [r.to_dict() for r in results]

@@ -290,7 +290,8 @@ def simulate(
         False,
         "--live",
         help="Continue the topic's stream from its last hour, paced at STREAMTRAIN_LIVE_SPEEDUP "
-        "(for `streamtrain up`; --start is used only when the topic is empty).",
+        "(for `streamtrain up`; --start is used only when the topic is empty); hours without "
+        "records (the simulated nights) pass at once, so windows keep closing.",
     ),
     as_json: bool = JsonOption,
 ) -> None:
@@ -314,6 +315,7 @@ def simulate(
             drift_at=drift_at,
             topic=topic,
             realtime=realtime,
+            skip_nights=live,
             progress=not (as_json or live),
         )
     emit(
@@ -485,7 +487,8 @@ def backfill(
     emit(rows, as_json, lambda: print_daily_summary(rows))
 
 
-def print_daily_summary(rows: list[dict[str, Any]]) -> None:
+def print_daily_summary(rows: list[dict[str, Any]], change: str | None = None) -> None:
+    """The per-day table and the alarm and recovery line (counted from `change` if known)."""
     from tasks.report import DAILY_COLUMNS, daily_table, recovery_line
 
     table = Table(title="Per day")
@@ -494,7 +497,7 @@ def print_daily_summary(rows: list[dict[str, Any]]) -> None:
     for day in daily_table(rows):
         table.add_row(*day.values())
     console.print(table)
-    console.print(recovery_line(rows))
+    console.print(recovery_line(rows, change))
 
 
 @app.command()

@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from flows.cli import wide_console
 from flows.runtime import configure_environment, cycle_context
-from tasks.settings import Settings, get_settings
+from tasks.settings import Settings, current_settings
 from tasks.windowing import format_instant, parse_instant
 
 DEMO_START = "2026-01-05T00:00Z"  # a Monday
@@ -34,7 +35,7 @@ def main(days: int = DEMO_DAYS) -> None:
     if days <= TRAIN_DAYS:
         console.print(f"[bold red]error:[/] the demo needs more than {TRAIN_DAYS} days")
         raise SystemExit(2)
-    settings = get_settings()
+    settings = current_settings()
     configure_environment(settings)
     from flows.cli import print_daily_summary
     from tasks import run_logging
@@ -44,13 +45,18 @@ def main(days: int = DEMO_DAYS) -> None:
     ctx = cycle_context(as_tasks=False, settings=settings)
     simulate_unless_there(settings, days)
     done = report_rows(run_logging.cycle_runs(settings, ctx.model_name))
+    resume = replay_resume_point(done, days)
     if not done:
         with on_stack_prefect(settings):
             train_and_replay(days)
-        done = report_rows(run_logging.cycle_runs(settings, ctx.model_name))
+    elif resume is not None:
+        console.print(f"The replay stopped before {resume}; going on from there.")
+        with on_stack_prefect(settings):
+            replay(resume, days)
     else:
         console.print("The demo already ran; showing its results (delete mlflow/ to start over).")
-    print_daily_summary(done)
+    done = report_rows(run_logging.cycle_runs(settings, ctx.model_name))
+    print_daily_summary(done, change=drift_instant(days))
     bring_up(settings, live=True)
     say_what_to_open(settings, ctx.model_name)
 
@@ -74,32 +80,66 @@ def simulate_unless_there(settings: Settings, days: int) -> None:
         seed=settings.seed,
         progress=True,
     )
-    drift = parse_instant(DEMO_START) + timedelta(weeks=2)
-    note = f" ({DEMO_SCENARIO} drift at {format_instant(drift)})" if days > 14 else ""
+    drift = drift_instant(days)
+    note = f" ({DEMO_SCENARIO} drift at {drift})" if drift else ""
     console.print(f"Simulated {summary['records']:,} observations{note} into '{summary['topic']}'.")
+
+
+def drift_instant(days: int) -> str | None:
+    """When the simulated world changes (the simulator's default: two weeks in), if the demo
+    lasts that long."""
+    drift = parse_instant(DEMO_START) + timedelta(weeks=2)
+    return format_instant(drift) if days > 14 else None
 
 
 def train_and_replay(days: int) -> None:
     """The first model as a `retrain` flow run, then the replay as a `backfill` flow run."""
-    from flows.backfill import backfill
     from flows.retrain import retrain
 
-    start = parse_instant(DEMO_START)
-    replay_from = start + timedelta(days=TRAIN_DAYS)
-    end = start + timedelta(days=days)
+    replay_from = parse_instant(DEMO_START) + timedelta(days=TRAIN_DAYS)
     console.print(f"Training the first model on the first {TRAIN_DAYS} days ...")
     first = retrain(until=format_instant(replay_from), trigger="demo:initial")
     console.print(
         f"  version {first['challenger_version']}: {first['decision']} "
         f"({'; '.join(first['reasons'])})"
     )
+    replay(format_instant(replay_from), days)
+
+
+def replay(since: str, days: int) -> None:
+    """The replay from `since` to the demo's end as a `backfill` flow run."""
+    from flows.backfill import backfill
+
+    end = parse_instant(DEMO_START) + timedelta(days=days)
     console.print("Replaying the rest hour by hour, with nightly retrains ...")
     backfill(
-        start=format_instant(replay_from),
+        start=since,
         end=format_instant(end),
         retrain_every_hours=24,
         show_progress=True,
+        drift_at=drift_instant(days),
     )
+
+
+def replay_resume_point(rows: list[dict[str, Any]], days: int) -> str | None:
+    """Where an interrupted replay goes on (the end of its last fine-tuned window); None when
+    nothing was trained yet or the replay reached the demo's last day."""
+    tuned = [str(r["window_end"]) for r in rows if r["kind"] == "finetune" and r["window_end"]]
+    if not rows:
+        return None
+    if not tuned:
+        return format_instant(parse_instant(DEMO_START) + timedelta(days=TRAIN_DAYS))
+    newest = max(parse_instant(t) for t in tuned)
+    return None if newest >= last_observed_hour_end(days) else format_instant(newest)
+
+
+def last_observed_hour_end(days: int) -> datetime:
+    """The end of the demo's last hour with records (the simulated last day's daylight)."""
+    from tasks.simulator import SimulationConfig
+
+    start = parse_instant(DEMO_START)
+    daylight = SimulationConfig(start=start).daylight
+    return start + timedelta(days=days - 1, hours=max(daylight) + 1)
 
 
 @contextmanager
@@ -164,5 +204,36 @@ def parse_days(argv: list[str] | None = None) -> int:
     return int(parser.parse_args(argv).days)
 
 
+def run(days: int) -> None:
+    """The demo, stopped by Ctrl-C with one line that says what is still running."""
+    try:
+        main(days)
+    except KeyboardInterrupt:
+        console.print(f"\n{interrupted_line(running_parts())}", soft_wrap=True)
+        raise SystemExit(130) from None
+
+
+def running_parts() -> list[str]:
+    """The stack's parts running in the background (they outlive the demo's process)."""
+    from tasks import stack
+
+    try:
+        return [p.name for p in stack.status(current_settings()) if p.managed and p.running]
+    except Exception:  # only for a last line on the way out: never a second traceback
+        return []
+
+
+def interrupted_line(running: list[str]) -> str:
+    """What Ctrl-C leaves behind, and how to go on or stop it."""
+    if not running:
+        return (
+            "Stopped (Ctrl-C). Nothing is left running; `make demo` starts over where it stopped."
+        )
+    return (
+        f"Stopped (Ctrl-C). Still running in the background: {', '.join(running)}. "
+        "`make demo` goes on where it stopped; `make down` (streamtrain down) stops them."
+    )
+
+
 if __name__ == "__main__":
-    main(parse_days())
+    run(parse_days())

@@ -14,7 +14,7 @@ from prefect import flow
 from flows.finetune import closed_hour
 from tasks.monitor import monitor_window
 from tasks.schema import StreamSchema, load_schema
-from tasks.settings import Settings, get_settings
+from tasks.settings import Settings, current_settings
 from tasks.windowing import Window, parse_instant
 
 
@@ -40,7 +40,7 @@ def monitor(predictions_topic: str, hour: str | None = None) -> dict[str, Any]:
         predictions_topic: The scorer's output topic.
         hour: Any instant (ISO 8601) in the window; empty: the window that closed last.
     """
-    settings = get_settings()
+    settings = current_settings()
     return run_monitor(
         settings,
         load_schema(settings.schema_path),

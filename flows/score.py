@@ -13,7 +13,7 @@ from prefect import flow
 
 from tasks.schema import StreamSchema, load_schema
 from tasks.scoring import run_scorer, stop_on_signals
-from tasks.settings import Settings, get_settings
+from tasks.settings import Settings, current_settings
 
 
 def run_scoring(
@@ -56,7 +56,7 @@ def score(
     reload_interval_s: float = 5.0,
 ) -> dict[str, Any]:
     """Score records from `input_topic` with the champion into `output_topic`."""
-    settings = get_settings()
+    settings = current_settings()
     return run_scoring(
         settings,
         load_schema(settings.schema_path),

@@ -11,18 +11,31 @@ from prefect import flow
 from rich.progress import Progress
 
 from tasks.schema import StreamSchema, load_schema
-from tasks.settings import Settings, get_settings
-from tasks.simulator import SimRecord, SimulationConfig, expected_counts, generate
+from tasks.settings import Settings, current_settings
+from tasks.simulator import (
+    PacingClock,
+    SimRecord,
+    SimulationConfig,
+    expected_counts,
+    generate,
+)
 from tasks.stream import ensure_topic, latest_timestamp, produce
 from tasks.windowing import Window, format_instant, from_ms, parse_instant
 
 
-def paced(records: Iterable[SimRecord], start: datetime, speedup: float) -> Iterator[SimRecord]:
-    """Release each record when its event time comes, with the clock sped up by `speedup`."""
+def paced(
+    records: Iterable[SimRecord],
+    start: datetime,
+    speedup: float,
+    *,
+    skip_empty_hours: bool = False,
+) -> Iterator[SimRecord]:
+    """Release each record when its event time comes, with the clock sped up by `speedup`
+    (and, with `skip_empty_hours`, no waiting through hours without records)."""
     wall_start = time.monotonic()
-    start_ms = start.timestamp() * 1000
+    clock = PacingClock(int(start.timestamp() * 1000), skip_empty_hours=skip_empty_hours)
     for record in records:
-        due = wall_start + (record.timestamp_ms - start_ms) / 1000 / speedup
+        due = wall_start + clock.offset_ms(record.timestamp_ms) / 1000 / speedup
         delay = due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -50,9 +63,14 @@ def run_simulation(
     drift_at: str | None = None,
     topic: str | None = None,
     realtime: float | None = None,
+    skip_nights: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Generate the scenario and write it to the topic; returns a summary for people and scripts."""
+    """Generate the scenario and write it to the topic; returns a summary for people and scripts.
+
+    `skip_nights` (the live simulator's): paced, the hours without records pass at once, so a
+    closed window, and its fine-tune, comes every stream hour of daylight.
+    """
     begin = parse_instant(start)
     config = SimulationConfig(
         start=begin,
@@ -78,7 +96,7 @@ def run_simulation(
 
     stream: Iterable[SimRecord] = tracked(generate(config))
     if realtime:
-        stream = paced(stream, begin, realtime)
+        stream = paced(stream, begin, realtime, skip_empty_hours=skip_nights)
     if progress:
         with Progress(transient=True) as bar:
             job = bar.add_task(f"Producing to {topic}", total=total)
@@ -116,7 +134,7 @@ def simulate(
         realtime: Pace records in real time, sped up by this factor; empty: as fast as possible.
         live: Continue the topic from the hour after its newest record.
     """
-    settings = get_settings()
+    settings = current_settings()
     schema = load_schema(settings.schema_path)
     if live:
         start = live_start(settings, schema, None, default=start)
@@ -129,4 +147,5 @@ def simulate(
         scenario=scenario,
         seed=seed,
         realtime=realtime,
+        skip_nights=live,
     )

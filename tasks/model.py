@@ -69,9 +69,14 @@ def _column(spec: FeatureSpec, series: pd.Series) -> np.ndarray:
     return series.to_numpy(dtype=np.int64 if dtype == "int64" else np.float32).reshape(-1, 1)
 
 
+def to_arrays(schema: StreamSchema, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """One (n, 1) array per feature, typed as the model wants (also its logged input example)."""
+    return {spec.name: _column(spec, frame[spec.name]) for spec in schema.features}
+
+
 def to_inputs(schema: StreamSchema, frame: pd.DataFrame) -> dict[str, tf.Tensor]:
     """The model's inputs for a window: one (n, 1) tensor per feature, typed as the model wants."""
-    return {spec.name: tf.constant(_column(spec, frame[spec.name])) for spec in schema.features}
+    return {name: tf.constant(array) for name, array in to_arrays(schema, frame).items()}
 
 
 def to_targets(schema: StreamSchema, frame: pd.DataFrame) -> np.ndarray:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
+
+from tasks.adaptation import (
+    ScoredWindow,
+    alarm_delay_windows,
+    pre_change_level,
+    windows_to_recover,
+)
+from tasks.windowing import format_instant, parse_instant, to_ms
 
 REPORT_FIELDS = (
     "window_start",
@@ -90,29 +99,69 @@ def daily_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def drift_recovery(rows: list[dict[str, Any]], points: float = 0.02) -> dict[str, Any] | None:
-    """When the first concept-drift alarm fired and how many windows until prequential
-    accuracy was back within `points` of its level over the day before the alarm."""
-    tuned = [
-        r for r in rows if r["kind"] == "finetune" and r.get("prequential_accuracy") is not None
-    ]
-    alarm_at = next((i for i, r in enumerate(tuned) if r.get("concept_drift_alarm")), None)
-    if alarm_at is None:
-        return None
-    before = [r["prequential_accuracy"] for r in tuned[max(0, alarm_at - 16) : alarm_at - 4]]
-    if not before:
-        return {"alarm": tuned[alarm_at]["window_start"], "baseline": None, "recovered": None}
-    baseline = sum(before) / len(before)
-    for later in range(alarm_at + 1, len(tuned) - 3):
-        # four windows in a row back near the baseline, so one lucky hour does not count
-        if all(r["prequential_accuracy"] >= baseline - points for r in tuned[later : later + 4]):
-            return {
-                "alarm": tuned[alarm_at]["window_start"],
-                "baseline": baseline,
-                "recovered": tuned[later]["window_start"],
-                "windows": later - alarm_at,
-            }
-    return {"alarm": tuned[alarm_at]["window_start"], "baseline": baseline, "recovered": None}
+@dataclass(frozen=True)
+class DriftRecovery:
+    """When the concept-drift alarm fired after a change and how many windows accuracy took
+    to be back within 2 points of the day before the change, for 4 windows in a row."""
+
+    change: str  # the known change, or (when none is known) the first alarm's window
+    change_known: bool
+    alarm: str | None
+    alarm_delay: int | None  # windows from the change to the alarm
+    level: float | None  # accuracy over the day before the change
+    windows: int | None  # windows from the change to the recovery; None: not recovered
+    recovered: str | None  # the first window of the recovered run
+
+
+def scored_windows(rows: list[dict[str, Any]]) -> list[tuple[str, ScoredWindow]]:
+    """The fine-tuned windows that were scored, with their start, in stream order."""
+    out = []
+    for row in rows:
+        acc, count = row.get("prequential_accuracy"), row.get("rows") or 0
+        if row["kind"] != "finetune" or acc is None or count <= 0:
+            continue
+        start = str(row["window_start"])
+        out.append(
+            (
+                start,
+                ScoredWindow(
+                    to_ms(parse_instant(start)),
+                    int(count),
+                    round(acc * count),
+                    bool(row.get("concept_drift_alarm")),
+                ),
+            )
+        )
+    return sorted(out, key=lambda pair: pair[1].start_ms)
+
+
+def drift_recovery(rows: list[dict[str, Any]], change: str | None = None) -> DriftRecovery | None:
+    """The alarm and recovery after `change` (ISO 8601), with the measures `make bench`
+    reports; without a known change, counted from the first alarm. None: no change known and
+    no alarm."""
+    scored = scored_windows(rows)
+    if change is None:
+        change = next((start for start, w in scored if w.alarm), None)
+        if change is None:
+            return None
+        known = False
+    else:
+        change, known = format_instant(parse_instant(change)), True
+    change_ms = to_ms(parse_instant(change))
+    windows = [w for _, w in scored]
+    starts = [start for start, w in scored if w.start_ms >= change_ms]
+    delay = alarm_delay_windows(windows, change_ms)
+    level = pre_change_level(windows, change_ms)
+    recover = windows_to_recover(windows, change_ms, level)
+    return DriftRecovery(
+        change=change,
+        change_known=known,
+        alarm=None if delay is None else starts[delay],
+        alarm_delay=delay,
+        level=level,
+        windows=recover,
+        recovered=None if recover is None else starts[recover],
+    )
 
 
 DAILY_COLUMNS = {
@@ -140,18 +189,34 @@ def daily_table(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     return table
 
 
-def recovery_line(rows: list[dict[str, Any]]) -> str:
-    """One sentence: when concept drift was detected and when accuracy recovered."""
-    recovery = drift_recovery(rows)
-    if recovery is None:
+def recovery_line(rows: list[dict[str, Any]], change: str | None = None) -> str:
+    """One sentence: when the concept-drift alarm fired after the change, and how many windows
+    accuracy took to recover (the demo's summary line and its replay artifact)."""
+    found = drift_recovery(rows, change)
+    if found is None:
         return "No concept-drift alarm."
-    if recovery["recovered"] is None:
-        return (
-            f"Concept drift detected at {recovery['alarm']}; accuracy has not yet "
-            "recovered to its earlier level."
-        )
+    if found.change_known:
+        head = f"Drift at {found.change}: "
+        if found.alarm is None:
+            head += "no concept-drift alarm fired after it"
+        else:
+            head += (
+                f"the concept-drift alarm fired at {found.alarm} "
+                f"({_windows(found.alarm_delay)} after the change)"
+            )
+        since = "the change"
+    else:
+        head, since = f"Concept-drift alarm at {found.alarm}", "the alarm"
+    if found.level is None:
+        return f"{head}; no windows the day before {since} to measure recovery against."
+    level = f"within 2 points of the day before's {found.level:.3f}"
+    if found.windows is None:
+        return f"{head}; accuracy never came back {level} (for 4 windows in a row)."
     return (
-        f"Concept drift detected at {recovery['alarm']}; prequential accuracy was back "
-        f"within 2 points of its earlier level ({recovery['baseline']:.3f}) at "
-        f"{recovery['recovered']}, {recovery['windows']} observed hours later."
+        f"{head}; accuracy was back {level} {_windows(found.windows)} after {since} "
+        f"(from {found.recovered}, 4 windows in a row)."
     )
+
+
+def _windows(count: int | None) -> str:
+    return f"{count} window" if count == 1 else f"{count} windows"

@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.input_example import allow_input_examples, input_example
 from tasks.lineage import Lineage
 from tasks.registry import connect, ensure_experiment, iso_utc
 from tasks.schema import StreamSchema
@@ -86,11 +87,13 @@ def log_training_run(
     run_tags |= tags
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags) as run:
         run_id = run.info.run_id
+        allow_input_examples()
         with _quiet_missing_signature():
             info = mlflow.keras.log_model(
                 model,
                 name="model",
                 signature=model_signature(model),
+                input_example=input_example(schema, training_rows),
                 pip_requirements=pinned_requirements(),
             )
         if training_rows is not None:

@@ -247,6 +247,29 @@ def expected_counts(config: SimulationConfig) -> int:
     )
 
 
+class PacingClock:
+    """Where each record falls on a paced stream's clock, in ms after the pacing's start.
+
+    With `skip_empty_hours`, whole hours that hold no record (the simulated nights) are cut
+    out: a live stream then goes from the day's last observed hour to the next morning's at
+    once, rather than spending 16 stream hours (16 minutes at 60x) with nothing to fine-tune.
+    Records keep their own timestamps; only the waiting between them changes.
+    """
+
+    def __init__(self, start_ms: int, *, skip_empty_hours: bool = True) -> None:
+        self.start_ms, self.skip_empty_hours = start_ms, skip_empty_hours
+        self._last_hour = start_ms // _HOUR_MS - 1  # the start's own hour may be empty too
+        self._skipped_ms = 0
+
+    def offset_ms(self, timestamp_ms: int) -> int:
+        """The record's offset on the clock (records come in stream order)."""
+        hour = timestamp_ms // _HOUR_MS
+        if self.skip_empty_hours and hour > self._last_hour + 1:
+            self._skipped_ms += (hour - self._last_hour - 1) * _HOUR_MS
+        self._last_hour = max(self._last_hour, hour)
+        return timestamp_ms - self.start_ms - self._skipped_ms
+
+
 def _daylight_starts(config: SimulationConfig) -> Iterator[datetime]:
     for i in range(config.hours):
         hour_start = config.start + timedelta(hours=i)

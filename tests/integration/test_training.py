@@ -114,6 +114,26 @@ def assert_runs_show_their_data(
         signature = get_model_info(version.source).signature
         assert signature is not None
         assert {spec.name for spec in signature.inputs.inputs} == {f.name for f in schema.features}
+        assert_input_example_feeds_the_model(version.source, schema)
+
+
+def assert_input_example_feeds_the_model(model_uri: str, schema: StreamSchema) -> None:
+    """The logged model carries a few training rows in its input format, and the model loaded
+    back from MLflow predicts on them."""
+    import mlflow.artifacts
+    import mlflow.keras
+    from mlflow.models import Model
+
+    local = mlflow.artifacts.download_artifacts(model_uri)
+    logged = Model.load(local)
+    assert logged.saved_input_example_info is not None
+    assert logged.saved_input_example_info["type"] == "ndarray"
+    example = logged.load_input_example(local)
+    assert set(example) == {f.name for f in schema.features}
+    assert {array.shape for array in example.values()} == {(5, 1)}
+    assert set(example["store_type"].ravel()) <= set(schema.feature("store_type").values or [])
+    proba = np.asarray(mlflow.keras.load_model(model_uri)(example)).reshape(-1)
+    assert proba.shape == (5,) and np.all((proba >= 0) & (proba <= 1))
 
 
 def test_finetune_on_flipped_labels_is_registered_but_not_promoted(

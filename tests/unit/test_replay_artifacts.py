@@ -7,7 +7,7 @@ from typing import Any
 
 from flows.artifacts import ReplayProgress, artifact_key, artifact_url, replay_markdown
 from tasks.cycle import CycleResult
-from tasks.report import daily_table, recovery_line, report_rows
+from tasks.report import daily_table, drift_recovery, recovery_line, report_rows
 
 
 def cycle(start: str, kind: str = "finetune", **changes: Any) -> dict[str, Any]:
@@ -61,18 +61,75 @@ def test_daily_table_has_the_printed_columns_and_cells() -> None:
     assert second["preq. acc"] == "-" and second["windows"] == "1"
 
 
-def test_recovery_line_names_the_alarm_and_the_recovery() -> None:
-    accs = [0.95] * 16 + [0.6, 0.55, 0.6, 0.62, 0.7, 0.8, 0.94, 0.95, 0.96, 0.95, 0.95]
-    rows = [
-        cycle(f"w{i:02d}", prequential_accuracy=a, concept_drift_alarm=i == 18)
-        for i, a in enumerate(accs)
+CHANGE = "2026-01-19T00:00Z"
+
+
+def around_change(after: list[float], alarms: set[int], false_alarm: bool = False) -> list[dict]:
+    """A day of hourly windows at 0.95 before CHANGE, then `after` (alarm on those indexes),
+    with a retrain and an unscored window in between that the measures must skip."""
+    before = [
+        cycle(
+            f"2026-01-18T{h:02d}:00Z",
+            rows=100,
+            prequential_accuracy=0.95,
+            concept_drift_alarm=false_alarm and h == 10,
+        )
+        for h in range(24)
     ]
-    line = recovery_line(rows)
-    assert line.startswith("Concept drift detected at w18;")
-    assert "(0.950) at w22, 4 observed hours later" in line
-    assert recovery_line([{**r, "concept_drift_alarm": False} for r in rows]) == (
-        "No concept-drift alarm."
+    later = [
+        cycle(
+            f"2026-01-19T{i:02d}:00Z",
+            rows=100,
+            prequential_accuracy=a,
+            concept_drift_alarm=i in alarms,
+        )
+        for i, a in enumerate(after)
+    ]
+    extra = [
+        cycle("2026-01-19T03:00Z", "retrain", window_end="2026-01-19T03:00Z"),
+        cycle("2026-01-18T23:30Z", prequential_accuracy=None, decision="skipped"),
+    ]
+    return report_rows(before + later + extra)
+
+
+def test_recovery_counts_windows_from_the_change_as_the_bench_does() -> None:
+    rows = around_change([0.40, 0.45, 0.60, 0.80, 0.94, 0.93, 0.95, 0.96, 0.95], {2, 3})
+    found = drift_recovery(rows, CHANGE)
+    assert found is not None
+    assert (found.alarm, found.alarm_delay) == ("2026-01-19T02:00Z", 2)
+    assert (found.windows, found.recovered) == (4, "2026-01-19T04:00Z")
+    assert found.level is not None and abs(found.level - 0.95) < 1e-9
+    assert recovery_line(rows, CHANGE) == (
+        "Drift at 2026-01-19T00:00Z: the concept-drift alarm fired at 2026-01-19T02:00Z "
+        "(2 windows after the change); accuracy was back within 2 points of the day before's "
+        "0.950 4 windows after the change (from 2026-01-19T04:00Z, 4 windows in a row)."
     )
+
+
+def test_an_alarm_before_the_change_is_not_the_alarm_and_a_dip_never_recovered_is_said() -> None:
+    rows = around_change([0.5, 0.85, 0.9, 0.85, 0.92, 0.94, 0.88], {1}, false_alarm=True)
+    found = drift_recovery(rows, CHANGE)
+    assert found is not None and found.alarm == "2026-01-19T01:00Z" and found.windows is None
+    line = recovery_line(rows, CHANGE)
+    assert "alarm fired at 2026-01-19T01:00Z (1 window after the change)" in line
+    assert line.endswith(
+        "accuracy never came back within 2 points of the day before's 0.950 "
+        "(for 4 windows in a row)."
+    )
+    silent = around_change([0.5, 0.6, 0.96, 0.95, 0.95, 0.95], set())
+    assert recovery_line(silent, CHANGE).startswith(
+        "Drift at 2026-01-19T00:00Z: no concept-drift alarm fired after it; accuracy was back "
+    )
+
+
+def test_without_a_known_change_recovery_counts_from_the_first_alarm() -> None:
+    rows = around_change([0.95, 0.5, 0.6, 0.95, 0.95, 0.95, 0.95], {1})
+    line = recovery_line(rows)
+    assert line.startswith("Concept-drift alarm at 2026-01-19T01:00Z; accuracy was back")
+    assert "2 windows after the alarm (from 2026-01-19T03:00Z" in line
+    quiet = [{**r, "concept_drift_alarm": False} for r in rows]
+    assert drift_recovery(quiet) is None
+    assert recovery_line(quiet) == "No concept-drift alarm."
 
 
 def test_replay_markdown_embeds_the_timeline_and_links_each_retrain_and_the_alarm() -> None:

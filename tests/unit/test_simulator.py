@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections import defaultdict
@@ -349,3 +350,23 @@ def test_out_of_order_records_move_back_but_keep_their_place() -> None:
         assert row["hour"] in config.daylight
     on_time = list(generate(SimulationConfig(hours=7 * 24)))
     assert [r.key for r in records] == [r.key for r in on_time]
+
+
+def paced_offsets(start: datetime, days: int, skip: bool) -> list[int]:
+    config = SimulationConfig(start=start, hours=days * 24, scenario="none", seed=3, stores=5)
+    clock = simulator.PacingClock(int(start.timestamp() * 1000), skip_empty_hours=skip)
+    return [clock.offset_ms(r.timestamp_ms) for r in simulator.generate(config)]
+
+
+def test_the_live_pacing_clock_skips_the_nights_so_every_hour_of_wall_time_has_records() -> None:
+    hour = 3_600_000
+    start = datetime(2026, 2, 2, 17, tzinfo=UTC)  # live starts the hour after a day's last
+    skipped = paced_offsets(start, 3, skip=True)
+    waited = paced_offsets(start, 3, skip=False)
+    gaps = [b - a for a, b in itertools.pairwise(skipped)]
+    assert skipped[0] < hour and min(gaps) >= 0 and max(gaps) < 2 * hour
+    # three days of 8 observed hours are 24 paced hours, not the 64 stream hours they span
+    assert 23 * hour < skipped[-1] < 24 * hour < 63 * hour < waited[-1]
+    assert max(b - a for a, b in itertools.pairwise(waited)) > 15 * hour
+    # inside an hour nothing changes: the records keep their spacing
+    assert skipped[1] - skipped[0] == waited[1] - waited[0]

@@ -89,25 +89,6 @@ def test_report_orders_windows_and_sums_days() -> None:
     assert "b | c" in to_csv(rows)
 
 
-def test_drift_recovery_counts_windows_from_alarm_to_recovery() -> None:
-    from tasks.report import drift_recovery
-
-    accs = [0.95] * 16 + [0.6, 0.55, 0.6, 0.62, 0.7, 0.8, 0.94, 0.95, 0.96, 0.95, 0.95]
-    rows = [
-        {
-            "window_start": f"w{i:02d}",
-            "kind": "finetune",
-            "prequential_accuracy": a,
-            "concept_drift_alarm": i == 18,
-        }
-        for i, a in enumerate(accs)
-    ]
-    found = drift_recovery(rows)
-    assert found is not None
-    assert found["alarm"] == "w18" and found["recovered"] == "w22" and found["windows"] == 4
-    assert drift_recovery([{**r, "concept_drift_alarm": False} for r in rows]) is None
-
-
 def test_recent_history_looks_back_hours_of_time_whatever_the_window_length() -> None:
     quarter = timedelta(minutes=15)
     start = datetime(2026, 3, 2, tzinfo=UTC)
