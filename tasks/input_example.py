@@ -1,7 +1,7 @@
 """The input example logged beside each model: a few training rows in the model's own input
 format (one (n, 1) array per feature), so MLflow's model page shows what the model takes.
 
-`registry.log_training_run` passes `input_example(...)` to `log_model` after
+`run_logging.log_training_run` passes `input_example(...)` to `log_model` after
 `allow_input_examples()`, which works around two gaps of the pinned MLflow's Keras flavor.
 """
 
