@@ -76,12 +76,16 @@ class Trainer:
     def run(self, run: FlowRun) -> str:
         """Run one claimed flow run with Prefect's engine here; returns its final state's name."""
         from prefect.flow_engine import run_flow
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
         started = time.perf_counter()
         try:
             flow = self.flow_of(run)
             fresh = self.client.read_flow_run(run.id)  # Pending now, with its parameters
-            state = run_flow(flow, flow_run=fresh, return_type="state")
+            # No heartbeat thread: joining it costs up to a second per run, and heartbeats only
+            # serve an automation that detects crashed runs, which this stack does not create.
+            with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+                state = run_flow(flow, flow_run=fresh, return_type="state")
             name = getattr(state, "name", "Completed")
         except Exception as exc:  # the engine itself failed: mark the run, keep serving
             log.error("Flow run %s could not run: %s", run.name, exc)

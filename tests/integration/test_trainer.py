@@ -59,6 +59,7 @@ def run_window(api: str, hour: str) -> Any:
         )
 
 
+@pytest.mark.timeout(1200)  # a Prefect server, a first model and three flow runs
 def test_the_trainer_runs_windows_warm_and_reloads_when_the_champion_moves(
     settings: Settings, cli_env: dict[str, str], prefect_api: str, tmp_path: Path
 ) -> None:
