@@ -103,3 +103,27 @@ def window_clock(ctx: typer.Context) -> None:
         run_window_clock(context.settings, context.schema)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+@stack_app.command()
+def trainer(ctx: typer.Context) -> None:
+    """Run the training deployments' flow runs in this one warm process (runs until stopped)."""
+    import logging
+    import sys
+
+    from tasks import stack
+
+    context = _ctx(ctx)
+    if not context.settings.prefect_api_url:
+        fail("the trainer needs a Prefect server: set PREFECT_API_URL", code=2)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", stream=sys.stderr)
+    for name in ("streamtrain.trainer", "streamtrain.cycle"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    from flows.trainer import run_trainer
+
+    try:
+        run_trainer(
+            context.settings, pool=stack.work_pool_name(), queue=stack.training_queue_name()
+        )
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from tasks.cycle import CycleContext, CycleResult
 from tasks.schema import load_schema
@@ -19,7 +20,23 @@ def cycle_context(as_tasks: bool, settings: Settings | None = None) -> CycleCont
     schema = load_schema(settings.schema_path)
     settings.check_window(schema.window)
     stages = Stages(as_tasks=as_tasks, retry=RetryPolicy(settings.stage_retry_delays_s))
-    return CycleContext(settings=settings, schema=schema, stages=stages)
+    ctx = CycleContext(settings=settings, schema=schema, stages=stages)
+    if _WARM_MODELS is not None:
+        ctx.models = _WARM_MODELS.setdefault((settings.tracking_uri, ctx.model_name), {})
+    return ctx
+
+
+# Champion models kept between flow runs of a long-lived process (the trainer): per registry
+# and model name, keyed by version inside. A version never changes once registered, and the
+# cycle looks the champion alias up on every run, so a moved alias loads the new champion.
+_WARM_MODELS: dict[tuple[str, str], dict[str, Any]] | None = None
+
+
+def keep_models_warm() -> None:
+    """Let every later cycle context of this process share its loaded models (the trainer)."""
+    global _WARM_MODELS
+    if _WARM_MODELS is None:
+        _WARM_MODELS = {}
 
 
 def cycle_markdown(result: CycleResult, run_link: str | None = None) -> str:

@@ -110,6 +110,7 @@ def champion_model(ctx: CycleContext) -> tuple[str | None, Any]:
     if version not in ctx.models:
         ctx.models.clear()  # keep one champion in memory, not the whole history
         ctx.models[version] = versions.load_keras(ctx.settings, ctx.model_name, version)
+        log.info("Loaded champion version %s of %s from the registry", version, ctx.model_name)
     return version, ctx.models[version]
 
 

@@ -1,5 +1,5 @@
 """The always-on local stack: Kafka, MLflow and Prefect servers, the deployments, a worker, the
-live simulator and the window clock, started in the background by `streamtrain up`.
+trainer, the live simulator and the window clock, started in the background by `streamtrain up`.
 
 Every part's address comes from settings; a part whose address names an existing service
 (`KAFKA_BOOTSTRAP_SERVERS`, an http `MLFLOW_TRACKING_URI`, `PREFECT_API_URL`) is used, not started.
@@ -80,6 +80,18 @@ def work_pool_name() -> str:
     return str(config["definitions"]["work_pool"]["name"])
 
 
+def training_queue_name() -> str:
+    """The work queue of the training deployments, which the trainer serves (prefect.yaml)."""
+    config = yaml.safe_load(PREFECT_YAML.read_text())
+    return str(config["definitions"]["training_pool"]["work_queue_name"])
+
+
+def default_queue_name() -> str:
+    """The work queue the process worker serves: every deployment but the training ones."""
+    config = yaml.safe_load(PREFECT_YAML.read_text())
+    return str(config["definitions"]["work_pool"]["work_queue_name"])
+
+
 def training_limit_name(model_name: str) -> str:
     """The Prefect global concurrency limit that keeps one model's training runs apart."""
     return f"training-{model_name}"
@@ -152,9 +164,15 @@ def worker_service(settings: Settings) -> Service:
         "--pool": work_pool_name(),
         "--type": "process",
         "--name": f"streamtrain-{os.uname().nodename}",
+        "--work-queue": default_queue_name(),
         "--limit": "2",
     }
     return _service(settings, "worker", [_bin("prefect"), "worker", "start", *_flags(options)])
+
+
+def trainer_service(settings: Settings) -> Service:
+    """The long-lived process that runs the training deployments (see flows/trainer.py)."""
+    return _service(settings, "trainer", [_bin("streamtrain"), "trainer"])
 
 
 def simulator_service(settings: Settings) -> Service:
@@ -213,7 +231,8 @@ def up(
             _start_server(settings, prefect_service(settings), _prefect_answers, started, say)
         say("creating the work pool and deploying prefect.yaml")
         deploy(settings)
-        optional = [(worker_service(settings), worker), (simulator_service(settings), simulator)]
+        optional = [(worker_service(settings), worker), (trainer_service(settings), worker)]
+        optional.append((simulator_service(settings), simulator))
         optional.append((window_clock_service(settings), window_clock))
         for service, wanted in optional:
             if wanted and services.running_pid(service) is None:
@@ -297,6 +316,7 @@ def down(settings: Settings) -> list[str]:
     for service in (
         window_clock_service(settings),
         simulator_service(settings),
+        trainer_service(settings),
         worker_service(settings),
         prefect_service(settings),
         mlflow_service(settings),
@@ -339,8 +359,13 @@ def status(settings: Settings) -> list[PartStatus]:
             _prefect_answers,
         ),
     ]
+    served = {
+        "worker": f"pool {work_pool_name()}, queue {default_queue_name()}",
+        "trainer": f"pool {work_pool_name()}, queue {training_queue_name()}",
+    }
     for service in (
         worker_service(settings),
+        trainer_service(settings),
         simulator_service(settings),
         window_clock_service(settings),
     ):
@@ -348,7 +373,7 @@ def status(settings: Settings) -> list[PartStatus]:
         parts.append(
             PartStatus(
                 service.name,
-                f"pool {work_pool_name()}" if service.name == "worker" else "-",
+                served.get(service.name, "-"),
                 None,
                 str(service.log_file),
                 pid,

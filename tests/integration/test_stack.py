@@ -154,7 +154,7 @@ def test_stack_runs_the_hourly_finetune_through_the_worker_and_stops_clean(
     stack: dict[str, str],
 ) -> None:
     parts = {p["name"]: p for p in streamtrain(stack, "up", "--no-simulator")}
-    for name in ("kafka", "mlflow", "prefect", "worker"):
+    for name in ("kafka", "mlflow", "prefect", "worker", "trainer"):
         assert parts[name]["running"] and parts[name]["answers"], parts[name]
     assert not parts["simulator"]["running"]
     # Up again is a no-op: same processes.
@@ -221,7 +221,7 @@ def test_stack_runs_the_hourly_finetune_through_the_worker_and_stops_clean(
     assert "2026-01-13T11:00Z" in kinds
 
     stopped = streamtrain(stack, "down")["stopped"]
-    assert set(stopped) == {"worker", "prefect", "mlflow", "kafka"}
+    assert set(stopped) == {"trainer", "worker", "prefect", "mlflow", "kafka"}
     _, alive = psutil.wait_procs(tree, timeout=20)
     assert not alive, [p.cmdline() for p in alive]
     assert all(not p["running"] for p in streamtrain(stack, "status"))

@@ -194,3 +194,24 @@ def test_data_docs_are_written_to_the_target_dir(hour: pd.DataFrame, tmp_path: P
     index = build_data_docs(DRONE, hour, tmp_path / "docs")
     assert index.is_file() and index.is_relative_to(tmp_path)
     assert "<html" in index.read_text().lower()
+
+
+def test_validating_window_after_window_keeps_nothing_per_window_in_the_gx_context(
+    hour: pd.DataFrame,
+) -> None:
+    """The trainer validates every window in one process: GX objects are built once per
+    schema, and no window's result stays behind in the context's store."""
+    from tasks import validation
+
+    validate_window(DRONE, hour, max_failing_share=SHARE)
+    context = validation._CONTEXT[0]
+    checkpoints = dict(validation._CHECKPOINTS)
+    stored = len(context.validation_results_store.list_keys())
+    bad = hour.copy()
+    bad.loc[3, "avg_rating"] = 99.0  # a failing row: the detailed checkpoint runs as well
+    for frame in (hour, bad, hour):
+        validate_window(DRONE, frame, max_failing_share=SHARE)
+    assert len(context.validation_results_store.list_keys()) == stored
+    assert validation._CHECKPOINTS.keys() == checkpoints.keys() | {
+        k.replace("boolean", "complete") for k in checkpoints
+    }
