@@ -9,8 +9,9 @@ rule) on the simulator's records, with the pipeline's settings. What it skips: r
 validation (the scenarios used here have no broken records), logging and registering.
 
 Every decision comes from the pipeline's own pure modules: `tasks.plan.plan_window` and
-`plan_retrain` (training rows and weights, holdouts, what is judged, the accuracy alarm, the
-drift policy), `tasks.gate.decide_promotion`, `tasks.reuse` (past champions). Still copied
+`plan_retrain_on_new_concept` (training rows and weights, the probe that judges old rows
+after a change, holdouts, what is judged, the accuracy alarm, the drift policy),
+`tasks.gate.decide_promotion`, `tasks.reuse` (past champions). Still copied
 from tasks/cycle.py, its executor: the order of the steps (read, plan, fit, compare, gate,
 promote, reuse, roll back), one past champion kept per day for reuse (the executor asks the
 registry), and thin fit and fine-tune calls without the fault checkpoint.
@@ -34,7 +35,7 @@ from tasks.drift_policy import DriftEpisodes
 from tasks.evaluation import metric_value
 from tasks.gate import GatePolicy, HoldoutComparison, decide_promotion, decide_rollback
 from tasks.model import build_model, fine_tune_copy, predict_proba, to_targets, train
-from tasks.plan import new_alarm, plan_retrain, plan_window
+from tasks.plan import new_alarm, plan_retrain_on_new_concept, plan_window
 from tasks.reuse import choose_reuse, score_models
 from tasks.schema import StreamSchema, decode_record
 from tasks.settings import Settings
@@ -189,7 +190,9 @@ class Replica:
         if frame.empty:
             return False
         change = self.alarm.change_start_ms if self.alarm is not None else None
-        plan = plan_retrain(schema, s, frame, to_ms(end), change_start_ms=change)
+        plan = plan_retrain_on_new_concept(
+            schema, s, frame, to_ms(end), change_start_ms=change, fit_probe=self._fit_probe
+        )
         if plan.train.empty:
             return False
         model, reference = self.retrains.fit(self.ctx, plan.train, plan.vocabulary, plan.weights)
@@ -207,6 +210,10 @@ class Replica:
             self._promote(Served(model, f"retrain@{format_instant(end)}", reference), end)
             self._new_champion(_accuracy(comparisons, plan.judge_on), fine_tuned=False)
         return decision.promote
+
+    def _fit_probe(self, rows: pd.DataFrame, seen: pd.DataFrame, weights: Any) -> Any:
+        model, _ = self.retrains.fit(self.ctx, rows, seen, weights)
+        return _scorer(self.schema, model)
 
     def _promote(self, served: Served, at: datetime) -> None:
         self.versions += 1

@@ -27,7 +27,7 @@ from tasks.gate import (
 )
 from tasks.lineage import Lineage
 from tasks.model import build_model, fine_tune_copy, predict_proba, to_targets, train
-from tasks.plan import WindowPlan, plan_retrain, plan_window
+from tasks.plan import WindowPlan, plan_retrain_on_new_concept, plan_window
 from tasks.reuse import ReuseDecision, choose_reuse, past_champions, score_models
 from tasks.schema import StreamSchema
 from tasks.settings import Settings
@@ -710,12 +710,13 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
     change = guards.change_start(ctx)  # the current concept began there (None: no alarm yet)
     plan = ctx.stages.run(
         "plan",
-        plan_retrain,
+        plan_retrain_on_new_concept,
         schema,
         settings,
         validated,
         span.end_ms,
         change_start_ms=change,
+        fit_probe=lambda rows, seen, weights: _scorer(schema, _fit_fresh(ctx, rows, seen, weights)),
     )
     if plan.train.empty:
         result.reasons = ["no rows outside the holdout to train on"]

@@ -25,8 +25,10 @@ How the executor (`tasks/cycle.py`) calls it:
   its own holdout error (never `guards.reset_detector`'s blank state). Rollback stays
   `tasks.gate.decide_rollback` over live accuracy, after the gate.
 - Full retrain over a range (`frame`, the whole range read and validated):
-  `plan = plan_retrain(schema, settings, frame, end_ms, change_start_ms=alarm.change_start_ms,
-  agrees=champion_or_fresh_finetune_probabilities)`; fit on `plan.train` / `plan.weights`,
+  `plan = plan_retrain_on_new_concept(schema, settings, frame, end_ms,
+  change_start_ms=alarm.change_start_ms, fit_probe=...)`, which after a change fits a probe
+  on the post-change rows (the executor's own fit) and plans again with `agrees=probe`
+  (`plan_retrain` alone is the single step); fit on `plan.train` / `plan.weights`,
   build vocabularies from `plan.vocabulary`, store `reference_for_range(schema,
   plan.vocabulary)` as the reference profile, and gate on `plan.holdouts` with
   `judge_on=plan.judge_on`.
@@ -38,7 +40,8 @@ takes none yet: the executor's wiring adds it).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -84,6 +87,13 @@ class RetrainPlan:
     vocabulary: pd.DataFrame  # the whole range's feature values: vocabularies and reference
     change_start_ms: int | None
     reasons: tuple[str, ...]
+    # Post-change training rows to fit a probe of the new concept on, which then judges the
+    # older rows (`plan_retrain(..., agrees=probe)`); None when no probe is wanted.
+    probe: pd.DataFrame | None = None
+
+
+# rows, vocabulary rows, sample weights -> a model of them (probabilities of the positive class)
+Fit = Callable[[pd.DataFrame, pd.DataFrame, np.ndarray], Model]
 
 
 def new_alarm(settings: Settings, holdout_accuracy: float) -> AccuracyAlarm:
@@ -251,8 +261,16 @@ def plan_retrain(
         train, weights, reasons = _learn_new_concept(schema, settings, post, old, agrees)
         holdouts = {CURRENT: _since(held_rows, change_start_ms)}
         reasons.append(f"judged on the {len(holdouts[CURRENT])} held-out rows since the change")
+        probe = post.reset_index(drop=True) if agrees is None and len(old) else None
         return RetrainPlan(
-            train, weights, holdouts, (CURRENT,), vocabulary, change_start_ms, tuple(reasons)
+            train,
+            weights,
+            holdouts,
+            (CURRENT,),
+            vocabulary,
+            change_start_ms,
+            tuple(reasons),
+            probe,
         )
     reasons = []
     if change_start_ms is not None:
@@ -274,6 +292,34 @@ def plan_retrain(
     return RetrainPlan(
         trainable.reset_index(drop=True), weights, holdouts, None, vocabulary, None, tuple(reasons)
     )
+
+
+def plan_retrain_on_new_concept(
+    schema: StreamSchema,
+    settings: Settings,
+    frame: pd.DataFrame,
+    end_ms: int,
+    *,
+    change_start_ms: int | None,
+    fit_probe: Fit,
+) -> RetrainPlan:
+    """`plan_retrain`, with the older rows judged by a probe fitted on the post-change rows.
+
+    Weighting old rows down is not enough when a feature such as the day of week tells the
+    concepts apart: a weekday seen only in old rows keeps the old rules, whatever its weight.
+    A probe that has seen the new concept alone keeps only the old rows it agrees with, so
+    every weekday learns the new rules where they differ. The executor (`tasks/cycle.py`) and
+    the benchmark's replica call this with their own fit.
+    """
+    plan = plan_retrain(schema, settings, frame, end_ms, change_start_ms=change_start_ms)
+    if plan.probe is None:
+        return plan
+    probe = fit_probe(plan.probe, plan.vocabulary, np.ones(len(plan.probe)))
+    judged = plan_retrain(
+        schema, settings, frame, end_ms, change_start_ms=change_start_ms, agrees=probe
+    )
+    note = f"older rows judged by a probe fitted on the {len(plan.probe)} rows since the change"
+    return replace(judged, reasons=(*judged.reasons, note))
 
 
 def _learn_new_concept(

@@ -27,7 +27,13 @@ from tasks.drift import (
 from tasks.drift_policy import DriftEpisodes, decide_retrain
 from tasks.evaluation import binary_metrics, paired_bootstrap
 from tasks.gate import DriftSignal, GatePolicy, HoldoutComparison, decide_promotion
-from tasks.plan import CURRENT, new_alarm, plan_retrain, plan_window
+from tasks.plan import (
+    CURRENT,
+    new_alarm,
+    plan_retrain,
+    plan_retrain_on_new_concept,
+    plan_window,
+)
 from tasks.reuse import choose_reuse, score_models
 from tasks.schema import load_schema
 from tasks.settings import Settings
@@ -261,6 +267,59 @@ def test_retrain_after_a_change_without_a_judge_weights_old_rows_down() -> None:
     old = plan.train["_event_ms"].to_numpy() < to_ms(change)
     assert plan.weights[old].sum() <= SETTINGS.old_concept_weight * (~old).sum() + 1e-9
     assert accuracy(fit_table(plan.train, plan.weights), plan.holdouts[CURRENT]) == 1.0
+
+
+def fit_day_table(frame: pd.DataFrame, seen: pd.DataFrame, weights: np.ndarray):  # type: ignore[no-untyped-def]
+    """A stand-in learner that, like the network, tells weekdays apart: the weighted busy rate
+    of each (day of week, store type, store parity), and for a cell no row showed, of each
+    (store type, store parity) over all its rows."""
+    cells: dict[tuple[object, ...], list[float]] = {}
+    for day, kind, sid, label, weight in zip(
+        frame["day_of_week"],
+        frame["store_type"],
+        frame["store_id"],
+        frame["busy"],
+        weights,
+        strict=True,
+    ):
+        for key in ((day, kind, sid % 2), (kind, sid % 2)):
+            cell = cells.setdefault(key, [0.0, 0.0])
+            cell[0] += weight * label
+            cell[1] += weight
+
+    def rate(day: int, kind: str, sid: int) -> float:
+        cell = cells.get((day, kind, sid % 2)) or cells.get((kind, sid % 2))
+        return cell[0] / cell[1] if cell and cell[1] else 0.5
+
+    def predict(rows: pd.DataFrame) -> np.ndarray:
+        keys = zip(rows["day_of_week"], rows["store_type"], rows["store_id"], strict=True)
+        return np.array([rate(*key) for key in keys])
+
+    return predict
+
+
+def test_retrain_after_a_change_teaches_the_new_concept_to_weekdays_seen_only_before() -> None:
+    """Old rows weighted down still decide a weekday that only they show: a probe fitted on
+    the post-change rows alone keeps only the old rows it agrees with."""
+    change = T0 + timedelta(days=9)  # a Wednesday; the retrain runs on Thursday at 00:00
+    frame = pd.concat(
+        [stream(T0, 9 * 24, "A", stores=20), stream(change, 24, "B", stores=20)],
+        ignore_index=True,
+    )
+    end = change + timedelta(days=1)
+    thursday = stream(end + timedelta(hours=9), 8, "B", stores=20)
+    down = plan_retrain(DRONE, SETTINGS, frame, to_ms(end), change_start_ms=to_ms(change))
+    assert down.probe is not None  # the plan asks for a probe of the new concept
+    # Before: the old Thursday rows alone, however light, teach Thursday the old rule.
+    assert accuracy(fit_day_table(down.train, down.vocabulary, down.weights), thursday) <= 0.8
+    plan = plan_retrain_on_new_concept(
+        DRONE, SETTINGS, frame, to_ms(end), change_start_ms=to_ms(change), fit_probe=fit_day_table
+    )
+    assert plan.probe is None and plan.judge_on == (CURRENT,)
+    assert any("probe" in r for r in plan.reasons), plan.reasons
+    assert accuracy(fit_day_table(plan.train, plan.vocabulary, plan.weights), thursday) == 1.0
+    old = plan.train["_event_ms"].to_numpy() < to_ms(change)
+    assert old.sum() > 0 and not identities(plan.train) & identities(plan.holdouts[CURRENT])
 
 
 def test_retrain_without_a_change_weights_recent_rows_most() -> None:
