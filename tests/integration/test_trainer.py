@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tasks import registry, services, stack
+from tasks import aliases, services, stack, versions
 from tasks.broker import free_ports
 from tasks.settings import Settings
 from tasks.stream import ensure_topic, produce
@@ -94,14 +94,14 @@ def test_the_trainer_runs_windows_warm_and_reloads_when_the_champion_moves(
         assert text.count(LOADED) == 1, text[-3000:]
 
         # Someone moves the champion to another version: the next run must load and use it.
-        current = registry.get_alias_version(ours, model, registry.CHAMPION)
-        other = next(v.version for v in registry.list_versions(ours, model) if v.version != current)
-        registry.promote(ours, model, other, trigger="manual", reasons=["test: move the alias"])
+        current = aliases.get_alias_version(ours, model, aliases.CHAMPION)
+        other = next(v.version for v in versions.list_versions(ours, model) if v.version != current)
+        aliases.promote(ours, model, other, trigger="manual", reasons=["test: move the alias"])
         done = run_window(prefect_api, "2026-03-04T00:35Z")
         assert done.state.is_completed(), (done.state, log_file.read_text()[-3000:])
         text = log_file.read_text()
         assert text.count(LOADED) == 2 and f"{LOADED} {other} " in text, text[-3000:]
-        trained = registry.find_version(
+        trained = versions.find_version(
             ours,
             model,
             window_start="2026-03-04T00:30Z",
