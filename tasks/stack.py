@@ -113,7 +113,7 @@ def client_env(settings: Settings) -> dict[str, str]:
             "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
             # The pipeline's own log lines (per cycle: rows, champion, decision) reach the
             # Prefect UI of runs the worker starts.
-            "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks,flows",
+            "PREFECT_LOGGING_EXTRA_LOGGERS": "streamtrain,tasks,flows",
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "TF_CPP_MIN_LOG_LEVEL": "3",
