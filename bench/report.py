@@ -131,6 +131,7 @@ def markdown(report: dict[str, Any]) -> str:
         ["ratio", "value", "meaning"],
         [[h["name"], show(h["figure"]), h["meaning"]] for h in report["headline"]],
     )
+    lines += _goal_table(report)
     lines += ["## Settings used", ""]
     lines += _table(["setting", "value"], [[k, f"`{v}`"] for k, v in report["settings"].items()])
     if report.get("quality_regenerated"):
@@ -169,7 +170,8 @@ def readme_section(report: dict[str, Any], report_path: str) -> str:
         ["ratio", "value", "meaning"],
         [[h["name"], show(h["figure"]), h["meaning"]] for h in report["headline"]],
     )
-    quality = report["sections"]["quality"]
+    lines += _goal_table(report)
+    quality = report["sections"].get("quality", {})
     for table in quality.get("tables", [])[:2]:  # the accuracy table and the issue's goals
         lines += [f"**{table['title']}**", ""]
         rows = [[show(c) if isinstance(c, dict) else str(c) for c in row] for row in table["rows"]]
@@ -178,6 +180,14 @@ def readme_section(report: dict[str, Any], report_path: str) -> str:
         lines.append(f"- {finding}")
     lines += ["", README_END]
     return "\n".join(lines)
+
+
+def _goal_table(report: dict[str, Any]) -> list[str]:
+    """Issue 15's speed goals, met or not, from the report's own figures."""
+    from bench.speed_goals import table
+
+    goals = table(report["sections"])
+    return [f"**{goals['title']}**", "", *_table(goals["header"], goals["rows"])]
 
 
 def update_readme(readme: Path, section: str) -> None:

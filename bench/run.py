@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import report, speed_goals
 from bench.world import TRAIN_DAYS, World, finish_child, simulate, start_child, start_instant
 from tasks.settings import PROJECT_ROOT, Settings
 from tasks.stream import close_readers
@@ -199,6 +199,7 @@ def goal_figures(sections: dict[str, Any]) -> dict[str, Any]:
         ),
         "scorer_vs_bare": pick("scoring", "project / bare throughput"),
         "scheduled_run_wall_s_median": pick("hourly_cycle", "scheduled run on the stack, median"),
+        "speed_goals": speed_goals.check(sections),
     }
 
 

@@ -1,0 +1,66 @@
+"""Issue 15's goals are judged from the report's own figures, and a missing one is not met."""
+
+from __future__ import annotations
+
+from bench.report import fig, readme_section
+from bench.speed_goals import check
+
+
+def _sections(read_s: float, replay_s: float | None) -> dict:
+    replay = {"replay of 336 h: wall time": fig(90.0, "s")}
+    if replay_s is not None:
+        replay["replay of 672 h: wall time"] = fig(replay_s, "s")
+    return {
+        "hourly_cycle": {
+            "figures": {
+                "warm cycle / bare compute": fig(1.8, "x"),
+                "scheduled run on the stack, median": fig(9.5, "s"),
+            }
+        },
+        "window_read": {
+            "figures": {"hourly window: project read_window, median": fig(read_s, "s")}
+        },
+        "scoring": {
+            "figures": {
+                "project / bare throughput": fig(1.2, "x"),
+                "project scorer latency p99 (paced)": fig(40.0, "ms"),
+            }
+        },
+        "replay": {"figures": replay},
+    }
+
+
+def test_each_goal_is_judged_on_its_figure() -> None:
+    met = {r["goal"]: r["met"] for r in check(_sections(read_s=0.05, replay_s=180.0))}
+    assert met == {
+        "warm cycle / bare fit + evaluate <= 2x": True,
+        "read of one hourly window <= 0.03 s": False,
+        "scheduled hourly run on the stack <= 6 s per window": False,
+        "scorer / bare consume-produce loop >= 0.9x": True,
+        "scorer p99 latency paced at 1,000/s <= 50 ms": True,  # 40 ms, stated in ms
+        "4-week replay <= 200 s": True,  # the longest replay, not the 2-week one
+    }
+
+
+def test_a_goal_not_measured_is_named_as_not_met() -> None:
+    rows = {r["goal"]: r for r in check(_sections(read_s=0.02, replay_s=None))}
+    replay = rows["4-week replay <= 200 s"]
+    assert replay["figure"] == "replay of 336 h: wall time"  # only the short one ran
+    rows = {r["goal"]: r for r in check({})}
+    assert not any(r["met"] for r in rows.values())
+    assert {r["measured"] for r in rows.values()} == {"n/a"}
+
+
+def test_the_readme_section_lists_the_speed_goals() -> None:
+    report = {
+        "mode": "full",
+        "duration": fig(20.0, "min"),
+        "generated_at": "2026-12-02T03:00:00Z",
+        "machine": {"cores": fig(2, ""), "load_average_at_start": {"1min": fig(1.0, "")}},
+        "headline": [],
+        "sections": _sections(read_s=0.05, replay_s=250.0),
+    }
+    text = readme_section(report, "bench/results/latest.md")
+    assert "Goals of issue 15 (speed): met or not" in text
+    assert "| read of one hourly window <= 0.03 s | 0.05 s | NO |" in text
+    assert "| 4-week replay <= 200 s | 250 s | NO |" in text
