@@ -397,6 +397,8 @@ def _headline(sections: dict[str, Any]) -> list[dict[str, Any]]:
             "window_read",
             "hourly window: project / kcat time",
             "against librdkafka's kcat reading the same offsets (its start-up included)",
+        ),
+        (
             "hourly cycle, scheduled run / bare compute",
             "hourly_cycle",
             "scheduled run / bare compute",
