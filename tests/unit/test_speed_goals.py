@@ -64,3 +64,15 @@ def test_the_readme_section_lists_the_speed_goals() -> None:
     assert "Goals of issue 15 (speed): met or not" in text
     assert "| read of one hourly window <= 0.03 s | 0.05 s | NO |" in text
     assert "| 4-week replay <= 200 s | 250 s | NO |" in text
+
+
+def test_the_headline_has_one_row_per_ratio_even_with_no_sections() -> None:
+    """A malformed headline row (a merge once put two rows in one tuple) must fail here, in
+    seconds, not at the end of a 30-minute bench run."""
+    from bench.run import _headline
+
+    rows = _headline({})
+    names = [r["name"] for r in rows]
+    assert len(names) == len(set(names))
+    assert "hourly cycle, scheduled run / bare compute" in names
+    assert all(r["figure"]["value"] is None and r["meaning"] for r in rows)
