@@ -11,8 +11,9 @@ from typing import Any
 
 from bench.report import show
 
-# (goal as the issue states it, section, figure name or a picker, test on the value, why)
-Goal = tuple[str, str, str | Callable[[dict[str, Any]], str | None], Callable[[float], bool]]
+# (goal as the issue states it, section, figure name or a picker, test on the value, and what
+# profiling found standing in its way: shown only when the goal is not met)
+Goal = tuple[str, str, str | Callable[[dict[str, Any]], str | None], Callable[[float], bool], str]
 
 
 def _at_most(limit: float) -> Callable[[float], bool]:
@@ -35,39 +36,56 @@ GOALS: list[Goal] = [
         "hourly_cycle",
         "warm cycle / bare compute",
         _at_most(2.0),
+        "the fine-tune stage alone (0.267 s when profiled) already exceeds the bare fit + "
+        "evaluate (0.207 s); the read, validation and registry writes come on top",
     ),
     (
         "read of one hourly window <= 0.03 s",
         "window_read",
         "hourly window: project read_window, median",
         _at_most(0.03),
+        "kafka-python decodes every record of a fetched batch, those before the seek offset "
+        "included; the simulator writes large batches, so one hourly read decodes hours of "
+        "records",
     ),
     (
         "scheduled hourly run on the stack <= 6 s per window",
         "hourly_cycle",
         "scheduled run on the stack, median",
         _at_most(6.0),
+        "in the trainer's warm process, most of a run is MLflow server round trips (alias "
+        "moves, registered-model lookups) and re-reading 72 h of replay history from Kafka",
     ),
     (
         "scorer / bare consume-produce loop >= 0.9x",
         "scoring",
         "project / bare throughput",
         _at_least(0.9),
+        "not diagnosed yet: the scoring section's throughput figures are the starting point",
     ),
     (
         "scorer p99 latency paced at 1,000/s <= 50 ms",
         "scoring",
         "project scorer latency p99 (paced)",
         _at_most(0.05),
+        "paced at 1,000/s on two cores neither the scorer nor the bare loop has kept pace so "
+        "far (both near 1 s p99 when measured under load): compare the bare loop's p99 beside it",
     ),
-    ("4-week replay <= 200 s", "replay", _longest_replay, _at_most(200.0)),
+    (
+        "4-week replay <= 200 s",
+        "replay",
+        _longest_replay,
+        _at_most(200.0),
+        "not profiled on its own: every window pays the warm cycle's costs (the first goal), "
+        "and each nightly retrain fits 14 days from scratch",
+    ),
 ]
 
 
 def check(sections: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per goal: {goal, figure, measured, met}; `met` is False when not measured."""
     rows = []
-    for goal, section, name, test in GOALS:
+    for goal, section, name, test, why in GOALS:
         figures = sections.get(section, {}).get("figures", {})
         key = name(figures) if callable(name) else name
         figure = figures.get(key) if key else None
@@ -75,7 +93,10 @@ def check(sections: dict[str, Any]) -> list[dict[str, Any]]:
         if value is not None and figure and figure.get("unit") == "ms":
             value = value / 1000  # the goals are stated in seconds
         met = value is not None and test(float(value))
-        rows.append({"goal": goal, "figure": key, "measured": show(figure), "met": met})
+        reason = "" if met else ("not measured in this run" if value is None else why)
+        rows.append(
+            {"goal": goal, "figure": key, "measured": show(figure), "met": met, "why": reason}
+        )
     return rows
 
 
@@ -84,6 +105,6 @@ def table(sections: dict[str, Any]) -> dict[str, Any]:
     rows = check(sections)
     return {
         "title": "Goals of issue 15 (speed): met or not",
-        "header": ["goal", "measured", "met"],
-        "rows": [[r["goal"], r["measured"], "yes" if r["met"] else "NO"] for r in rows],
+        "header": ["goal", "measured", "met", "why not (what profiling found)"],
+        "rows": [[r["goal"], r["measured"], "yes" if r["met"] else "NO", r["why"]] for r in rows],
     }
