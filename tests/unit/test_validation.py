@@ -212,6 +212,10 @@ def test_validating_window_after_window_keeps_nothing_per_window_in_the_gx_conte
     for frame in (hour, bad, hour):
         validate_window(DRONE, frame, max_failing_share=SHARE)
     assert len(context.validation_results_store.list_keys()) == stored
-    assert validation._CHECKPOINTS.keys() == checkpoints.keys() | {
-        k.replace("boolean", "complete") for k in checkpoints
-    }
+    # Other tests in this process may have filled the cache with other schemas' checkpoints:
+    # judge only what these windows added. At most the failing window's detailed checkpoint
+    # is new, and every checkpoint built before is the same object, not a rebuilt one.
+    added = validation._CHECKPOINTS.keys() - checkpoints.keys()
+    assert added <= {k.replace("boolean", "complete") for k in checkpoints}
+    assert len(added) <= 1
+    assert all(validation._CHECKPOINTS[k] is built for k, built in checkpoints.items())
