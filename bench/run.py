@@ -159,31 +159,9 @@ def run_broker_section(
         world.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     minutes = (time.perf_counter() - began) / 60
-    path = output / "latest.json"
-    result: dict[str, Any] = (
-        json.loads(path.read_text())
-        if path.exists()
-        else {
-            "mode": f"{plan.mode} ({section} only)",
-            "command": command,
-            "generated_at": report.now_utc(),
-            "duration": report.fig(minutes, "min", 1),
-            "machine": report.machine(),
-            "settings": {f"plan.{k}": v for k, v in asdict(plan).items()},
-            "sections": {},
-        }
+    return _merge_section(
+        plan, output, command, readme, BROKER_SECTIONS[section], found, section, minutes
     )
-    result["sections"][BROKER_SECTIONS[section]] = found
-    result[f"{section}_regenerated"] = (
-        f"`{command}` at {report.now_utc()} in {minutes:.1f} min, plan {plan.mode}"
-    )
-    result["headline"] = _headline(result["sections"])
-    result |= goal_figures(result["sections"])
-    report.write_json(result, path)
-    (output / "latest.md").write_text(report.markdown(result))
-    if readme:
-        refresh_readme(result, output)
-    return {**result, "duration": report.fig(minutes, "min", 1)}
 
 
 def goal_figures(sections: dict[str, Any]) -> dict[str, Any]:
@@ -214,12 +192,27 @@ def run_quality_only(
     output.mkdir(parents=True, exist_ok=True)
     quality = run_quality(**plan.quality, png=str(output / "quality.png"), threads=1, jobs=jobs)
     minutes = (time.perf_counter() - began) / 60
+    return _merge_section(plan, output, command, readme, "quality", quality, "quality", minutes)
+
+
+def _merge_section(
+    plan: Plan,
+    output: Path,
+    command: str,
+    readme: bool,
+    key: str,
+    found: dict[str, Any],
+    label: str,
+    minutes: float,
+) -> dict[str, Any]:
+    """One section run alone, merged into the report already in `output` (the other sections
+    of the last run are kept), or a report of its own when there is none yet."""
     path = output / "latest.json"
     result: dict[str, Any] = (
         json.loads(path.read_text())
         if path.exists()
         else {
-            "mode": f"{plan.mode} (section 5 only)",
+            "mode": f"{plan.mode} ({label} only)",
             "command": command,
             "generated_at": report.now_utc(),
             "duration": report.fig(minutes, "min", 1),
@@ -228,11 +221,12 @@ def run_quality_only(
             "sections": {},
         }
     )
-    result["sections"]["quality"] = quality
-    result["quality_regenerated"] = (
+    result["sections"][key] = found
+    result[f"{label}_regenerated"] = (
         f"`{command}` at {report.now_utc()} in {minutes:.1f} min, plan {plan.mode}"
     )
     result["headline"] = _headline(result["sections"])
+    result |= goal_figures(result["sections"])
     report.write_json(result, path)
     (output / "latest.md").write_text(report.markdown(result))
     if readme:
