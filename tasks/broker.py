@@ -277,7 +277,7 @@ def _wait_answering(
                     f"Kafka node {node.node_id} exited during start-up; see {node.log_file}\n"
                     + _tail(node)
                 )
-        if _answers(bootstrap, brokers):
+        if _every_node_answers(bootstrap_nodes, brokers):
             return
         if time.monotonic() > deadline:
             node = nodes[0]
@@ -287,6 +287,17 @@ def _wait_answering(
                 + _tail(node)
             )
         time.sleep(0.25)
+
+
+def _every_node_answers(nodes: Sequence[NodeConfig], brokers: int) -> bool:
+    """Whether each node, asked on its own, serves metadata naming `brokers` brokers.
+
+    A KRaft broker is listed in the others' metadata once it is unfenced, a moment before its
+    own client listener opens; a client that bootstraps then is handed a broker that refuses
+    it (and kafka-python's admin fails with UnknownBrokerIdError), so one node's view is not
+    enough.
+    """
+    return all(_answers(node.bootstrap, brokers) for node in nodes)
 
 
 def _accepts(address: str) -> bool:

@@ -138,3 +138,27 @@ def test_cluster_ids_look_like_kafkas() -> None:
         assert set(cluster_id) <= set(
             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
         )
+
+
+def test_a_cluster_is_ready_only_when_each_node_answers_on_its_own(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other nodes list a KRaft broker a moment before its own listener opens (CI saw clients
+    refused then); readiness must ask every node itself, not the cluster through any one."""
+    import tasks.broker as broker
+
+    nodes = cluster_nodes(settings, 3, [(19001, 19101), (19002, 19102), (19003, 19103)])
+    listening = {"127.0.0.1:19002"}
+    asked: list[str] = []
+
+    def answers(bootstrap: str, brokers: int = 1) -> bool:
+        asked.append(bootstrap)
+        # The cluster's metadata names all three brokers through any node that listens.
+        return any(address in listening for address in bootstrap.split(",")) and brokers <= 3
+
+    monkeypatch.setattr(broker, "_answers", answers)
+    assert not broker._every_node_answers(nodes, brokers=3)
+    listening |= {"127.0.0.1:19001", "127.0.0.1:19003"}
+    asked.clear()
+    assert broker._every_node_answers(nodes, brokers=3)
+    assert sorted(asked) == sorted(node.bootstrap for node in nodes)
