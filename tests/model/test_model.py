@@ -53,6 +53,54 @@ def trained(schema: StreamSchema) -> m.keras.Model:
     return fresh(schema, window(400, 0))
 
 
+def test_training_neither_reads_nor_resets_the_process_random_state(schema: StreamSchema) -> None:
+    """A fit used to reseed Python, NumPy and TensorFlow globally (which also cleared
+    TensorFlow's kernel caches: 0.2 s a fine-tune); its result must come from the model, the
+    rows and the seed alone, dropout included, and leave the caller's random state alone."""
+    frame = window(200, 4)
+    settings = SETTINGS.model_copy(update={"dropout": 0.3})
+    base = m.build_model(schema, settings, frame)
+    weights = []
+    for global_seed in (1, 2):
+        m.keras.utils.set_random_seed(global_seed)  # Python, NumPy and TensorFlow
+        first_draw = np.random.RandomState(global_seed).random_sample()
+        copy = m.fine_tune_copy(base)
+        m.train(copy, schema, frame, epochs=2, learning_rate=1e-2, batch_size=64, seed=5)
+        assert np.random.random() == first_draw, "train reseeded NumPy's global generator"
+        weights.append(copy.get_weights())
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_an_epoch_in_one_graph_call_steps_every_batch_in_order(schema: StreamSchema) -> None:
+    """The epoch loop runs inside the graph: it must take the same batches, the short last one
+    included, as stepping them one by one does."""
+    frame = window(150, 3)  # 64 + 64 + 22 rows
+    fitted = m.build_model(schema, SETTINGS, frame)
+    reference = m.build_model(schema, SETTINGS, frame)
+    result = m.train(fitted, schema, frame, epochs=2, learning_rate=3e-3, batch_size=64, seed=5)
+
+    m.keras.utils.set_random_seed(5)
+    reference.optimizer.build(reference.trainable_variables)
+    reference.optimizer.learning_rate.assign(3e-3)
+    trainer = m._trainer_for(reference)
+    x, y = m.to_inputs(schema, frame), m.tf.constant(m.to_targets(schema, frame))
+    w = m.tf.ones(len(frame))
+    m._assign(trainer.template.variables, reference.variables)
+    m._assign(trainer.template.optimizer.variables, reference.optimizer.variables)
+    losses = []
+    for order in m._epoch_orders(len(frame), 2, 5):
+        steps = [order[i : i + 64] for i in range(0, len(order), 64)]
+        total = sum(float(trainer._train_step(x, y, w, m.tf.constant(s))) * len(s) for s in steps)
+        losses.append(total / len(order))
+    m._assign(reference.variables, trainer.template.variables)
+
+    assert int(fitted.optimizer.iterations.numpy()) == 2 * 3
+    np.testing.assert_allclose(result.losses, losses, rtol=1e-5)
+    for a, b in zip(fitted.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_same_seed_and_data_give_identical_weights_and_predictions(schema: StreamSchema) -> None:
     frame = window(300, 1)
     first, second = fresh(schema, frame), fresh(schema, frame)
