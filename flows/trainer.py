@@ -30,6 +30,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamtrain.trainer")
 
 POLL_S = 1.0  # how often the queue is asked for due runs: the most a run waits to start
+TASK_RUN_LOGGERS = "prefect.task_runs"
+
+
+def without_task_run_chatter(record: logging.LogRecord) -> bool:
+    """A console filter: each window's dozen "Finished in state Completed()" task-run lines
+    stay in the Prefect UI (the API handler still gets them), not in the trainer's terminal;
+    a task run's warnings and errors still show."""
+    quiet = record.name.startswith(TASK_RUN_LOGGERS) and record.levelno < logging.WARNING
+    return not quiet
 
 
 class Trainer:
@@ -128,6 +137,8 @@ def run_trainer(
 
     configure_environment(settings)
     keep_models_warm()
+    for handler in logging.getLogger().handlers:  # the terminal's, not Prefect's API handler
+        handler.addFilter(without_task_run_chatter)
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     _preload()

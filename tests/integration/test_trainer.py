@@ -112,4 +112,7 @@ def test_the_trainer_runs_windows_warm_and_reloads_when_the_champion_moves(
     finally:
         trainer.terminate()
         trainer.wait(timeout=60)
-    assert "Traceback" not in log_file.read_text()
+    text = log_file.read_text()
+    assert "Traceback" not in text
+    # One "Finished in state" line per flow run (the engine's), not one per task run as well.
+    assert text.count("Finished in state") <= 3, text[-3000:]

@@ -29,3 +29,18 @@ def test_every_pipeline_logger_is_sent_to_prefect(tmp_path: Path) -> None:
     assert "streamtrain.cycle" in names  # the cycle's per-window lines: the ones users read
     missed = {n for n in names if not any(n == e or n.startswith(e + ".") for e in extra)}
     assert not missed, f"loggers whose lines never reach the Prefect UI: {sorted(missed)}"
+
+
+def test_the_trainer_terminal_drops_task_run_chatter_but_not_warnings() -> None:
+    import logging
+
+    from flows.trainer import without_task_run_chatter
+
+    def record(name: str, level: int) -> logging.LogRecord:
+        message = "Finished in state Completed()"
+        return logging.LogRecord(name, level, __file__, 1, message, (), None)
+
+    assert not without_task_run_chatter(record("prefect.task_runs", logging.INFO))
+    assert without_task_run_chatter(record("prefect.task_runs", logging.WARNING))
+    assert without_task_run_chatter(record("prefect.flow_runs", logging.INFO))
+    assert without_task_run_chatter(record("streamtrain.cycle", logging.INFO))
