@@ -78,3 +78,27 @@ def test_the_headline_has_one_row_per_ratio_even_with_no_sections() -> None:
     assert len(names) == len(set(names))
     assert "hourly cycle, scheduled run / bare compute" in names
     assert all(r["figure"]["value"] is None and r["meaning"] for r in rows)
+
+
+def test_a_slow_warm_cycle_names_this_runs_largest_stages() -> None:
+    sections = _sections(read_s=0.02, replay_s=180.0)
+    cycle = sections["hourly_cycle"]
+    cycle["figures"]["warm cycle / bare compute"] = fig(4.0, "x")
+    cycle["figures"]["bare fit + evaluate (project trainer), median"] = fig(0.05, "s")
+    stage = "Seconds per stage (warm: in-process; cold: as reported by the flow)"
+    cycle["tables"] = [
+        {
+            "title": stage,
+            "rows": [
+                ["read window", fig(0.08, "s")],
+                ["validate", fig(0.11, "s")],
+                ["gate", fig(0.01, "s")],
+                ["log and register", fig(0.13, "s")],
+                ["whole cycle", fig(0.4, "s")],
+            ],
+        }
+    ]
+    (row,) = [r for r in check(sections) if r["goal"].startswith("warm cycle")]
+    assert not row["met"]
+    assert row["why"].startswith("largest warm stages in this run: log and register 0.13 s")
+    assert "validate 0.11 s, read window 0.08 s" in row["why"] and "whole cycle" not in row["why"]
