@@ -196,6 +196,8 @@ def plan_window(
         concept_alarm=verdict.alarm,
         accuracy_fell=fell,
         enabled=settings.retrain_on_drift,
+        now_ms=window.start_ms,
+        quiet_ms=settings.drift_episode_quiet_hours * HOUR_MS,
     )
     reasons.extend(request.reasons)
     window_held = holdout_mask(schema, rows, settings.seed)

@@ -184,6 +184,14 @@ class Settings(BaseSettings):
     concept_delta: float = Field(default=0.02, ge=0)
     concept_threshold: float = Field(default=60.0, gt=0)
     retrain_on_drift: bool = True
+    drift_episode_quiet_hours: int = Field(
+        default=168,
+        ge=0,
+        description="Event-time hours without data drift that end a severe drift episode; a "
+        "new episode (and its one retrain) can only start after that. The episode's retrain "
+        "moves the reference profile, so calm windows right after it do not mean the drift "
+        "is over.",
+    )
     alarm_confidence: float = Field(
         default=0.99,
         gt=0.5,

@@ -475,6 +475,59 @@ def test_seasonal_data_drift_with_steady_accuracy_retrains_at_most_once() -> Non
     )
 
 
+def test_a_season_that_moves_on_after_its_retrain_is_one_episode_not_one_per_step() -> None:
+    """The episode's retrain moves the reference, so the next windows look calm until the
+    season has moved on and drifts read severe again: each such step used to open a new
+    episode and retrain (11 retrains in 28 days of the benchmark's seasonal scenario)."""
+    alarm, episodes, rules = new_alarm(SETTINGS, 0.95), DriftEpisodes(), []
+    # Two days severe, then after the retrain one day calm, two severe again: four times.
+    season = (["severe"] * 16 + ["none"] * 8 + ["severe"] * 16) * 4
+    for i, level in enumerate(season):
+        start = T0 + i * 3 * HOUR
+        drift = SEVERE_REPORT if level == "severe" else NO_DRIFT
+        plan = plan_for(
+            start, window_rows(start), pd.DataFrame(), alarm, 0.95, episodes=episodes, drift=drift
+        )
+        alarm, episodes = plan.alarm_state, DriftEpisodes.from_json(plan.episodes.to_json())
+        rules.append(plan.retrain.rule)
+    assert [r for r in rules if r] == ["severe-drift-episode"]
+
+    # A week without drift ends the episode: severe drift after it is a new one.
+    for i in range(8 * 7 + 1):
+        start = T0 + timedelta(days=30) + i * 3 * HOUR
+        plan = plan_for(
+            start,
+            window_rows(start),
+            pd.DataFrame(),
+            alarm,
+            0.95,
+            episodes=episodes,
+            drift=NO_DRIFT,
+        )
+        alarm, episodes = plan.alarm_state, plan.episodes
+    assert not episodes.severe_open
+    start = T0 + timedelta(days=40)
+    plan = plan_for(
+        start,
+        window_rows(start),
+        pd.DataFrame(),
+        alarm,
+        0.95,
+        episodes=episodes,
+        drift=SEVERE_REPORT,
+    )
+    assert plan.retrain.rule == "severe-drift-episode"
+
+
+def test_a_window_that_falls_inside_a_retrained_episode_is_left_to_the_concept_alarm() -> None:
+    opened = DriftEpisodes(severe_open=True)
+    request, _ = decide_retrain("severe", {}, opened, concept_alarm=False, accuracy_fell=True)
+    assert not request.retrain
+    assert request.reasons[0].startswith("accuracy fell inside a severe drift episode")
+    request, _ = decide_retrain("severe", {}, opened, concept_alarm=True, accuracy_fell=True)
+    assert request.rule == "concept-alarm"
+
+
 def test_data_drift_with_a_fall_in_accuracy_retrains_and_says_why() -> None:
     request, _ = decide_retrain(
         "mild", {}, DriftEpisodes(), concept_alarm=False, accuracy_fell=True
