@@ -147,11 +147,14 @@ def configure_environment(settings: Settings) -> None:
 
 
 def prepare_local_prefect() -> None:
-    """Migrate the local Prefect database once, under a lock, before a flow starts on it.
+    """Migrate the local Prefect database and register its block types once, under a lock,
+    before a flow starts on it.
 
     Without a server each command starts Prefect's temporary server on PREFECT_HOME's SQLite
-    file, which migrates it on start: two commands at once on a new home race on the
-    migration ("duplicate column name") and one of them prints a wall of traceback.
+    file, which migrates it and registers Prefect's block types on start: two commands at
+    once on a new home race on the migration ("duplicate column name") and on the block
+    schemas (a UNIQUE constraint), and one of them prints a wall of traceback. Registering
+    here writes Prefect's memo of it, so the temporary servers skip that step.
     """
     import asyncio
     import fcntl
@@ -177,7 +180,22 @@ def prepare_local_prefect() -> None:
         from prefect.server.database import provide_database_interface
 
         asyncio.run(provide_database_interface().create_db())
+        asyncio.run(_register_block_types())
         marker.touch()
+
+
+async def _register_block_types() -> None:
+    """Prefect's start-up block registration, memoised as its server memoises it."""
+    from prefect.server.api.server import _memoize_block_auto_registration
+    from prefect.server.database import provide_database_interface
+    from prefect.server.models.block_registration import run_block_auto_registration
+
+    @_memoize_block_auto_registration
+    async def register() -> None:
+        async with await provide_database_interface().session() as session:
+            await run_block_auto_registration(session=session)
+
+    await register()
 
 
 def quiet_libraries() -> None:

@@ -1,4 +1,5 @@
-"""Local runs (no Prefect server) share one Prefect database: its first migration is locked."""
+"""Local runs (no Prefect server) share one Prefect database: its first migration and block
+registration are locked."""
 
 from __future__ import annotations
 
@@ -42,7 +43,11 @@ def test_two_commands_on_a_new_prefect_home_migrate_it_once_without_a_race(
     with sqlite3.connect(home / "prefect.db") as db:
         (revisions,) = db.execute("select count(*) from alembic_version").fetchone()
         tables = {row[0] for row in db.execute("select name from sqlite_master")}
+        (schemas,) = db.execute("select count(*) from block_schema").fetchone()
     assert revisions == 1 and {"flow", "flow_run", "deployment", "artifact"} <= tables
+    # Block types registered once, with Prefect's memo of it: the temporary servers of two
+    # commands started together then skip it instead of racing on its UNIQUE constraint.
+    assert schemas > 0 and "block_auto_registration" in (home / "memo_store.toml").read_text()
 
     # Once migrated, a command does not touch the database before its flow starts.
     before = (home / "prefect.db").stat().st_mtime_ns
@@ -79,7 +84,11 @@ def test_the_migration_lock_lets_one_command_migrate_and_the_others_wait(
             with guard:
                 active[0] -= 1
 
+    async def no_blocks() -> None:
+        return None
+
     monkeypatch.setattr(database, "provide_database_interface", SlowDatabase)
+    monkeypatch.setattr("flows.runtime._register_block_types", no_blocks)
     threads = [threading.Thread(target=prepare_local_prefect) for _ in range(3)]
     for thread in threads:
         thread.start()
