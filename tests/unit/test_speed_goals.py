@@ -102,3 +102,16 @@ def test_a_slow_warm_cycle_names_this_runs_largest_stages() -> None:
     assert not row["met"]
     assert row["why"].startswith("largest warm stages in this run: log and register 0.13 s")
     assert "validate 0.11 s, read window 0.08 s" in row["why"] and "whole cycle" not in row["why"]
+
+
+def test_a_slow_paced_scorer_is_set_beside_this_runs_bare_loop() -> None:
+    sections = _sections(read_s=0.02, replay_s=180.0)
+    scoring = sections["scoring"]["figures"]
+    scoring["project scorer latency p99 (paced)"] = fig(129.0, "ms")
+    scoring["bare loop latency p99 (paced)"] = fig(49.0, "ms")
+    scoring["latency added by the project, p50"] = fig(43.0, "ms")
+    (row,) = [r for r in check(sections) if r["goal"].startswith("scorer p99")]
+    assert not row["met"]
+    assert row["why"] == (
+        "the bare consume-produce loop at the same pace: p99 49 ms; the scorer adds 43 ms at p50"
+    )
