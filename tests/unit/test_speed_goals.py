@@ -115,3 +115,13 @@ def test_a_slow_paced_scorer_is_set_beside_this_runs_bare_loop() -> None:
     assert row["why"] == (
         "the bare consume-produce loop at the same pace: p99 49 ms; the scorer adds 43 ms at p50"
     )
+
+
+def test_a_slow_read_is_set_beside_kcat_on_the_same_offsets() -> None:
+    sections = _sections(read_s=0.0313, replay_s=180.0)
+    sections["window_read"]["figures"]["hourly window: kcat, same offsets, median"] = fig(
+        0.0308, "s", 4
+    )
+    (row,) = [r for r in check(sections) if r["goal"].startswith("read of one")]
+    assert not row["met"]
+    assert row["why"].startswith("kcat reading the same offsets takes 0.0308 s")
