@@ -59,6 +59,25 @@ def _read_beside_kcat(sections: dict[str, Any]) -> str:
     return f"kcat reading the same offsets takes {show(kcat)} (its start-up included); " + decoding
 
 
+def _replay_as_warm_cycles(sections: dict[str, Any]) -> str:
+    """How much of the longest replay this run's warm cycle accounts for, window by window."""
+    figures = sections.get("replay", {}).get("figures", {})
+    wall = _longest_replay(figures)
+    hours = wall.split()[2] if wall else None
+    rate = figures.get(f"replay of {hours} h: windows with rows per minute") if hours else None
+    warm = sections.get("hourly_cycle", {}).get("figures", {}).get("warm cycle, median")
+    if not (wall and rate and warm and rate.get("value") and warm.get("value")):
+        return "every window pays the warm cycle's costs (the first goal); not profiled apart"
+    seconds = float(figures[wall]["value"])
+    windows = round(seconds * float(rate["value"]) / 60)
+    cycles = windows * float(warm["value"])
+    return (
+        f"{windows} windows with rows at the warm cycle's median {show(warm)} make "
+        f"{cycles:.0f} s of the {seconds:.0f} s; the rest is the nightly and drift retrains "
+        "and the replay's set-up, not profiled apart"
+    )
+
+
 def _paced_latency_beside_bare(sections: dict[str, Any]) -> str:
     """This run's bare consume-produce loop at the same pace: how much is the scorer's own."""
     figures = sections.get("scoring", {}).get("figures", {})
@@ -112,8 +131,7 @@ GOALS: list[Goal] = [
         "replay",
         _longest_replay,
         _at_most(200.0),
-        "not profiled on its own: every window pays the warm cycle's costs (the first goal), "
-        "and each nightly retrain fits 14 days from scratch",
+        _replay_as_warm_cycles,
     ),
 ]
 
