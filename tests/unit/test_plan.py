@@ -475,48 +475,38 @@ def test_seasonal_data_drift_with_steady_accuracy_retrains_at_most_once() -> Non
     )
 
 
-def test_a_season_that_moves_on_after_its_retrain_is_one_episode_not_one_per_step() -> None:
-    """The episode's retrain moves the reference, so the next windows look calm until the
-    season has moved on and drifts read severe again: each such step used to open a new
-    episode and retrain (11 retrains in 28 days of the benchmark's seasonal scenario)."""
-    alarm, episodes, rules = new_alarm(SETTINGS, 0.95), DriftEpisodes(), []
-    # Two days severe, then after the retrain one day calm, two severe again: four times.
-    season = (["severe"] * 16 + ["none"] * 8 + ["severe"] * 16) * 4
-    for i, level in enumerate(season):
-        start = T0 + i * 3 * HOUR
+def drift_windows(
+    first: datetime, levels: list[str], alarm: AccuracyAlarm, episodes: DriftEpisodes
+) -> tuple[AccuracyAlarm, DriftEpisodes, list[str | None]]:
+    """Plan steady-accuracy windows three hours apart under the given drift levels; the alarm,
+    the episode memory (through its JSON, as the registry keeps it) and each retrain rule."""
+    rules: list[str | None] = []
+    for i, level in enumerate(levels):
+        start = first + i * 3 * HOUR
         drift = SEVERE_REPORT if level == "severe" else NO_DRIFT
         plan = plan_for(
             start, window_rows(start), pd.DataFrame(), alarm, 0.95, episodes=episodes, drift=drift
         )
         alarm, episodes = plan.alarm_state, DriftEpisodes.from_json(plan.episodes.to_json())
         rules.append(plan.retrain.rule)
+    return alarm, episodes, rules
+
+
+def test_a_season_that_moves_on_after_its_retrain_is_one_episode_not_one_per_step() -> None:
+    """The episode's retrain moves the reference, so the next windows look calm until the
+    season has moved on and drifts read severe again: each such step used to open a new
+    episode and retrain (11 retrains in 28 days of the benchmark's seasonal scenario)."""
+    # Two days severe, then after the retrain one day calm, two severe again: four times.
+    season = (["severe"] * 16 + ["none"] * 8 + ["severe"] * 16) * 4
+    alarm, episodes, rules = drift_windows(T0, season, new_alarm(SETTINGS, 0.95), DriftEpisodes())
     assert [r for r in rules if r] == ["severe-drift-episode"]
 
     # A week without drift ends the episode: severe drift after it is a new one.
-    for i in range(8 * 7 + 1):
-        start = T0 + timedelta(days=30) + i * 3 * HOUR
-        plan = plan_for(
-            start,
-            window_rows(start),
-            pd.DataFrame(),
-            alarm,
-            0.95,
-            episodes=episodes,
-            drift=NO_DRIFT,
-        )
-        alarm, episodes = plan.alarm_state, plan.episodes
+    calm = ["none"] * (8 * 7 + 1)
+    alarm, episodes, _ = drift_windows(T0 + timedelta(days=30), calm, alarm, episodes)
     assert not episodes.severe_open
-    start = T0 + timedelta(days=40)
-    plan = plan_for(
-        start,
-        window_rows(start),
-        pd.DataFrame(),
-        alarm,
-        0.95,
-        episodes=episodes,
-        drift=SEVERE_REPORT,
-    )
-    assert plan.retrain.rule == "severe-drift-episode"
+    _, _, rules = drift_windows(T0 + timedelta(days=40), ["severe"], alarm, episodes)
+    assert rules == ["severe-drift-episode"]
 
 
 def test_a_window_that_falls_inside_a_retrained_episode_is_left_to_the_concept_alarm() -> None:
