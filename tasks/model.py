@@ -362,8 +362,8 @@ def predict_proba(model: keras.Model, schema: StreamSchema, frame: pd.DataFrame)
 
 def fine_tune_copy(model: keras.Model) -> keras.Model:
     """An independent copy with the same weights and optimizer state; `model` stays untouched."""
-    # Rebuild from the config and copy the state in memory: a third of the time of a .keras
-    # round trip (clone_model takes two thirds longer than from_config for the same layers).
+    # Rebuild from the config and copy the state in memory, without a .keras round trip;
+    # from_config builds the same layers in about 60 % of clone_model's time (measured).
     copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
     copy.compile_from_config(model.get_compile_config())
