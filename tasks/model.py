@@ -283,7 +283,13 @@ _ARCHITECTURES: weakref.WeakKeyDictionary[keras.Model, str] = weakref.WeakKeyDic
 def _architecture(model: keras.Model) -> str:
     key = _ARCHITECTURES.get(model)
     if key is None:
-        optimizer = {k: v for k, v in model.optimizer.get_config().items() if k != "learning_rate"}
+        # Not the learning rate (set per call) nor the name: Keras numbers each new optimizer
+        # ("adam", "adam_1", ...), so every fresh model would get, and trace, a trainer of its own.
+        optimizer = {
+            k: v
+            for k, v in model.optimizer.get_config().items()
+            if k not in ("learning_rate", "name")
+        }
         key = json.dumps([model.get_config(), optimizer], sort_keys=True, default=str)
         _ARCHITECTURES[model] = key
     return key
