@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import orjson
 import yaml
 from pydantic import (
     BaseModel,
@@ -316,6 +317,15 @@ def _show(value: object, limit: int = 60) -> str:
 
 
 def _coerce(name: str, kind: str, value: object) -> Scalar | float:
+    # Fast paths for what nearly every record holds (exact types; subclasses such as bool
+    # take the checks below). Scorers and reads decode every record, so this is the hot loop.
+    kind_of = type(value)
+    if kind_of is str and kind == "string":
+        return value  # type: ignore[return-value]
+    if kind_of is float and kind == "float" and math.isfinite(value):  # type: ignore[arg-type]
+        return value  # type: ignore[return-value]
+    if kind_of is int and kind == "int" and _INT64[0] <= value <= _INT64[1]:  # type: ignore[operator]
+        return value  # type: ignore[return-value]
     if kind == "string":
         if isinstance(value, str):
             return value
@@ -343,10 +353,7 @@ def decode_record(
     """Decode a JSON record into typed fields plus `_event_ms`; raise MalformedRecord if not."""
     if raw is None:
         raise MalformedRecord("empty value")
-    try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MalformedRecord(f"not JSON: {exc.__class__.__name__}") from None
+    obj = _parse_json(raw)
     if not isinstance(obj, dict):
         raise MalformedRecord(f"expected a JSON object, got {type(obj).__name__}")
     out: dict[str, Any] = {
@@ -370,6 +377,30 @@ def decode_record(
             )
         out[label.field] = matches[0]
     return out
+
+
+_BEYOND_INT64 = float(2**63)
+
+
+def _parse_json(raw: bytes) -> Any:
+    """orjson (about 4x faster) with the json module's results and reasons.
+
+    orjson refuses NaN, infinities and lone surrogates, and reads integers beyond 64 bits as
+    floats; the json module decides those records, so what is malformed, and why, is its call.
+    """
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        obj = None
+    else:
+        if not isinstance(obj, dict) or not any(
+            type(v) is float and abs(v) >= _BEYOND_INT64 for v in obj.values()
+        ):
+            return obj
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedRecord(f"not JSON: {exc.__class__.__name__}") from None
 
 
 def _required(obj: dict[str, Any], field: str) -> Any:

@@ -108,3 +108,33 @@ def test_malformed_records_say_why(raw: bytes, reason: str) -> None:
 def test_label_may_be_absent_for_scoring() -> None:
     decoded = decode_record(load_schema(DRONE), good_record(busy=...), require_label=False)
     assert "busy" not in decoded
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        # What orjson refuses or reads differently: the json module decides these records.
+        (good_record().replace(b'"avg_rating": 4.1', b'"avg_rating": NaN'), "finite"),
+        (good_record().replace(b'"avg_rating": 4.1', b'"avg_rating": 1e400'), "finite"),
+        (good_record(hour=2**70), f"{2**70} is not a 64-bit integer"),
+        (good_record(store_type="\ud800"), None),
+    ],
+)
+def test_records_outside_orjson_decode_as_the_json_module_does(
+    raw: bytes, reason: str | None
+) -> None:
+    schema = load_schema(DRONE)
+    if reason is None:
+        assert decode_record(schema, raw)["store_type"] == "\ud800"
+        return
+    with pytest.raises(MalformedRecord, match=reason):
+        decode_record(schema, raw)
+
+
+def test_a_large_integer_reads_as_the_integer_it_is() -> None:
+    """orjson reads integers beyond 64 bits as floats; a float feature gets the same value
+    either way, a key or an int feature must see the integer (and its own reason)."""
+    schema = load_schema(DRONE)
+    decoded = decode_record(schema, good_record(avg_rating=2**64 + 1))
+    assert decoded["avg_rating"] == float(2**64 + 1)
+    assert decoded == decode_record(schema, good_record(avg_rating=float(2**64 + 1)))
