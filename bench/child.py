@@ -30,6 +30,17 @@ def _current_rss_mb() -> float:
     return 0.0
 
 
+def _stage_seconds_by_kind(results: list[Any]) -> dict[str, dict[str, float]]:
+    """Seconds per stage summed over the replay's fine-tunes and over its retrains: where the
+    replay's time went, beside its wall time."""
+    out: dict[str, dict[str, float]] = {}
+    for result in results:
+        stages = out.setdefault(result.kind, {})
+        for stage, seconds in result.timings.items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
+    return {kind: {k: round(v, 3) for k, v in s.items()} for kind, s in out.items()}
+
+
 def replay(args: dict[str, Any]) -> dict[str, Any]:
     """First model on the data before `start`, then `hours` of windows replayed hour by hour."""
     from flows.backfill import run_backfill
@@ -57,6 +68,7 @@ def replay(args: dict[str, Any]) -> dict[str, Any]:
         "rows": sum(r.rows for r in finetunes),
         "retrains": sum(1 for r in results if r.kind == "retrain"),
         "promoted": sum(1 for r in results if r.decision == "promoted"),
+        "stage_seconds_by_kind": _stage_seconds_by_kind(results),
         "peak_rss_before_replay_mb": before,
         "peak_rss_mb": _peak_rss_mb(),
         "rss_at_start_mb": rss_start,

@@ -15,7 +15,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -65,26 +66,30 @@ def bare_loop(settings: Settings, source: str, sink: str, records: int) -> dict[
     )
     latencies: list[int] = []
     first: float | None = None
-    seen = 0
+    seen = batches = 0
     idle_since = time.monotonic()
+    stages = _Stages()
     try:
         with KafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5) as out:
             while seen < records and time.monotonic() - idle_since < IDLE_EXIT_S:
-                polled = consumer.poll(timeout_ms=100, max_records=500)
+                with stages.timed("poll"):
+                    polled = consumer.poll(timeout_ms=100, max_records=500)
                 batch = [r for rs in polled.values() for r in rs]
                 if not batch:
                     continue
                 idle_since = time.monotonic()
                 first = first or time.monotonic()
-                for record in batch:
-                    row = json.loads(record.value)
-                    value = {
-                        "key": row.get("store_id"),
-                        "probability": 0.5,
-                        "offset": record.offset,
-                    }
-                    out.send(sink, value=json.dumps(value).encode())
-                out.flush()
+                with stages.timed("decode, encode and send"):
+                    for record in batch:
+                        row = json.loads(record.value)
+                        value = {
+                            "key": row.get("store_id"),
+                            "probability": 0.5,
+                            "offset": record.offset,
+                        }
+                        out.send(sink, value=json.dumps(value).encode())
+                with stages.timed("await acks"):
+                    out.flush()
                 acked = int(time.time() * 1000)
                 latencies.extend(acked - r.timestamp for r in batch)
                 offsets = {}
@@ -92,12 +97,35 @@ def bare_loop(settings: Settings, source: str, sink: str, records: int) -> dict[
                     offsets[TopicPartition(r.topic, r.partition)] = OffsetAndMetadata(
                         r.offset + 1, "", -1
                     )
-                consumer.commit_async(offsets)
+                with stages.timed("commit"):
+                    consumer.commit_async(offsets)
                 seen += len(batch)
+                batches += 1
     finally:
         consumer.close()
     seconds = time.monotonic() - (first or time.monotonic())
-    return _stats(seen, seconds, latencies)
+    return _stats(seen, seconds, latencies) | {
+        "stage_seconds": stages.rounded(),
+        "batches": batches,
+    }
+
+
+class _Stages:
+    """Seconds per step of a loop, as the scorer's own `stage_seconds` counts them."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - began
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.seconds.items()}
 
 
 def _stats(records: int, seconds: float, latencies: list[int] | list[float]) -> dict[str, Any]:
@@ -138,6 +166,7 @@ def project_loop(
         "p99_ms": stats.latency_ms_p99,
         "batches": stats.batches,
         "commit_failures": failures.count,
+        "stage_seconds": stats.stage_seconds,
     }
 
 
@@ -210,6 +239,39 @@ def run_scoring(
     return _section(results, backlog, rate, seconds)
 
 
+STAGE_TABLE = "Microseconds per record, by step of the loop"
+LOOPS = (
+    ("project_backlog", "scorer, backlog"),
+    ("bare_backlog", "bare loop, backlog"),
+    ("project_paced", "scorer, paced"),
+    ("bare_paced", "bare loop, paced"),
+)
+
+
+def per_record_us(run: dict[str, Any]) -> dict[str, float]:
+    """A loop's `stage_seconds` as microseconds per record read (the first poll, which waits
+    for the group to form, included)."""
+    records = run.get("records") or 0
+    stages = run.get("stage_seconds") or {}
+    return {k: v * 1e6 / records for k, v in stages.items()} if records else {}
+
+
+def stage_table(r: dict[str, Any]) -> dict[str, Any]:
+    """Where each loop's time goes: the same steps timed in the scorer and the bare loop."""
+    costs = {key: per_record_us(r.get(key, {})) for key, _ in LOOPS}
+    stages = list(dict.fromkeys(stage for cost in costs.values() for stage in cost))
+    rows = [[stage, *(fig(costs[key].get(stage), "us", 1) for key, _ in LOOPS)] for stage in stages]
+    batches = [
+        "batches",
+        *(fig(r.get(key, {}).get("batches"), "", 0) for key, _ in LOOPS),
+    ]
+    return {
+        "title": STAGE_TABLE,
+        "header": ["step", *(label for _, label in LOOPS)],
+        "rows": [*rows, batches],
+    }
+
+
 def _section(r: dict[str, Any], backlog: int, rate: float, seconds: float) -> dict[str, Any]:
     pb, bb = r["project_backlog"], r["bare_backlog"]
     pp, bp = r["project_paced"], r["bare_paced"]
@@ -243,6 +305,7 @@ def _section(r: dict[str, Any], backlog: int, rate: float, seconds: float) -> di
         )
     return {
         "title": "4. Scoring",
+        "tables": [stage_table(r)],
         "method": (
             f"Backlog: {backlog:,} simulated records produced first, then read by each loop "
             "(throughput from its first record). Paced: "

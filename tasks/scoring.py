@@ -10,7 +10,6 @@ thread follows the registry's `champion` alias and loads new versions off the ho
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import signal
 import threading
@@ -23,12 +22,21 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from tasks import aliases, versions
 from tasks.schema import LabelSpec, MalformedRecord, Scalar, StreamSchema, decode_record
 from tasks.settings import Settings
-from tasks.stream import SetAside, StreamError, _consumer, dead_letter, ensure_topic, producer
+from tasks.stream import (
+    CachedHashPartitioner,
+    SetAside,
+    StreamError,
+    _consumer,
+    dead_letter,
+    ensure_topic,
+    producer,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -67,6 +75,9 @@ class ScorerStats:
     latency_ms_p50: float | None = None
     latency_ms_p99: float | None = None
     latency_ms_max: float | None = None
+    # Seconds spent in each step of the loop (poll, decode, predict, encode and send, await
+    # acknowledgements, commit): where a batch's time goes, so throughput can be explained.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def records_per_s(self) -> float:
@@ -313,6 +324,15 @@ class _Tally:
     latencies: deque[int] = field(default_factory=lambda: deque(maxlen=_LATENCY_SAMPLES))
     started: float = field(default_factory=time.monotonic)
     first_record: float | None = None
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[stage] = self.stages.get(stage, 0.0) + time.perf_counter() - began
 
     def stats(self) -> ScorerStats:
         lat = np.asarray(self.latencies, dtype=np.float64)
@@ -333,6 +353,7 @@ class _Tally:
             latency_ms_p50=p50,
             latency_ms_p99=p99,
             latency_ms_max=worst,
+            stage_seconds={k: round(v, 4) for k, v in self.stages.items()},
         )
 
 
@@ -410,7 +431,12 @@ def run_scorer(
         )
         try:
             consumer.subscribe([input_topic])
-            with producer(settings, linger_ms=LINGER_MS, client_id="streamtrain-scorer") as out:
+            with producer(
+                settings,
+                linger_ms=LINGER_MS,
+                client_id="streamtrain-scorer",
+                partitioner=CachedHashPartitioner(),
+            ) as out:
                 loop = _Loop(settings, schema, consumer, out, output_topic, tally, champion)
                 try:
                     loop.run(watcher, stop, max_records, idle_exit_s, batch_size)
@@ -521,10 +547,11 @@ class _Loop:
                 self.champion = newer
                 self.tally.reloads += 1
             # With a batch in flight, look for more without waiting; settle it before waiting.
-            polled = self.consumer.poll(
-                timeout_ms=0 if self.sent else POLL_TIMEOUT_MS,
-                max_records=min(batch_size, left or batch_size),
-            )
+            with self.tally.timed("poll"):
+                polled = self.consumer.poll(
+                    timeout_ms=0 if self.sent else POLL_TIMEOUT_MS,
+                    max_records=min(batch_size, left or batch_size),
+                )
             records = [record for batch in polled.values() for record in batch]
             if records:
                 self.score(records)
@@ -540,23 +567,27 @@ class _Loop:
         """Decode, predict and send one batch, then settle the batch sent before it."""
         if self.tally.first_record is None:
             self.tally.first_record = time.monotonic()
-        batch = decode_batch(self.schema, records)
-        frame = pd.DataFrame(batch.rows, columns=self.schema.feature_names)
-        proba = self.champion.predict(frame) if batch.rows else np.zeros(0)
+        tally = self.tally
+        with tally.timed("decode"):
+            batch = decode_batch(self.schema, records)
+            frame = pd.DataFrame(batch.rows, columns=self.schema.feature_names)
+        with tally.timed("predict"):
+            proba = self.champion.predict(frame) if batch.rows else np.zeros(0)
         now_ms = int(time.time() * 1000)
         futures = []
-        for row, p, source in zip(batch.rows, proba, batch.sources, strict=True):
-            record = build_prediction(
-                self.schema,
-                row,
-                float(p),
-                model_name=self.schema.name,
-                model_version=self.champion.version,
-                source=source,
-                scored_at_ms=now_ms,
-            )
-            value = json.dumps(record, separators=(",", ":")).encode()
-            futures.append(self.out.send(self.output_topic, key=source.key, value=value))
+        send, topic, version = self.out.send, self.output_topic, self.champion.version
+        with tally.timed("encode and send"):
+            for row, p, source in zip(batch.rows, proba.tolist(), batch.sources, strict=True):
+                record = build_prediction(
+                    self.schema,
+                    row,
+                    p,
+                    model_name=self.schema.name,
+                    model_version=version,
+                    source=source,
+                    scored_at_ms=now_ms,
+                )
+                futures.append(send(topic, key=source.key, value=orjson.dumps(record)))
         self.tally.records_in += len(records)
         self.settle()
         self.sent = _Sent(records, futures, batch.sources, batch.set_aside, self.champion.version)
@@ -567,7 +598,8 @@ class _Loop:
         sent, self.sent = self.sent, None
         if sent is None:
             return
-        _await_acks(sent.futures, self.settings.kafka_request_timeout_ms / 1000)
+        with self.tally.timed("await acks"):
+            _await_acks(sent.futures, self.settings.kafka_request_timeout_ms / 1000)
         failed = [
             f.exception or "no acknowledgement in time"
             for f in sent.futures
@@ -583,7 +615,8 @@ class _Loop:
             source_schema = self.schema.model_copy(update={"topic": sent.records[0].topic})
             self.tally.dead_lettered += dead_letter(self.settings, source_schema, sent.set_aside)
         offsets = commit_offsets(sent.records)
-        self.commit_between_batches(offsets)
+        with self.tally.timed("commit"):
+            self.commit_between_batches(offsets)
         self.done.update(offsets)
         self.tally.predictions_out += len(sent.futures)
         self.tally.batches += 1

@@ -8,6 +8,7 @@ All Kafka client code of the project lives here. `read_window` uses the broker's
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import json
 import logging
@@ -24,6 +25,8 @@ from typing import Any, Protocol
 import pandas as pd
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.partitioner import DefaultPartitioner, Partitioner
+from kafka.partitioner.default import murmur2
 
 from tasks.errors import FinalError
 from tasks.schema import MalformedRecord, StreamSchema, decode_record, parse_event_time
@@ -150,6 +153,35 @@ def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
         yield client
     finally:
         client.close()
+
+
+class CachedHashPartitioner(Partitioner):
+    """kafka-python's default partitioning (murmur2 of the key, as the Java client does), each
+    key hashed once: a scorer sends a record per input with recurring keys, and the pure-Python
+    murmur2 plus a sorted partition list per record cost a tenth of its send loop."""
+
+    def __init__(self, cache_size: int = 65_536) -> None:
+        self._hash = functools.lru_cache(maxsize=cache_size)(murmur2)
+        self._unkeyed = DefaultPartitioner()
+
+    def partition(
+        self,
+        topic: str,
+        key: Any,
+        serialized_key: bytes | None,
+        value: Any,
+        serialized_value: bytes | None,
+        cluster: Any,
+    ) -> int:
+        partitions = cluster.partitions_for_topic(topic)
+        if serialized_key is None or not partitions:
+            return int(
+                self._unkeyed.partition(
+                    topic, key, serialized_key, value, serialized_value, cluster
+                )
+            )
+        index = (self._hash(serialized_key) & 0x7FFFFFFF) % len(partitions)
+        return int(sorted(partitions)[index])
 
 
 @contextmanager

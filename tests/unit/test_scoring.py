@@ -359,3 +359,40 @@ def test_a_batch_is_committed_once_acknowledged_while_the_next_one_is_scored() -
     loop.settle()
     assert consumer.requests[-1] == {("features", 0): 5}
     assert loop.tally.predictions_out == 5 and loop.tally.batches == 2
+
+
+class _Partitions:
+    """What a partitioner asks of kafka-python's cluster metadata."""
+
+    def __init__(self, count: int, available: int | None = None) -> None:
+        self.all = set(range(count))
+        self.up = set(range(count if available is None else available))
+
+    def topics(self) -> set[str]:
+        return {"predictions"}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(self.all)
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return set(self.up)
+
+
+def test_the_scorers_partitioner_puts_each_key_where_the_default_one_does() -> None:
+    """Predictions keep their input's key partitioning (murmur2, as the Java client), only
+    hashed once per key; records without a key still go to an available partition."""
+    from kafka.partitioner import DefaultPartitioner
+
+    from tasks.stream import CachedHashPartitioner
+
+    ours, reference = CachedHashPartitioner(cache_size=8), DefaultPartitioner()
+    keys = [str(n).encode() for n in range(200)] + [b"", b"store-\xff", b"x" * 300]
+    for count in (1, 3, 7, 12):
+        cluster = _Partitions(count)
+        for key in keys * 2:  # the second pass is served from the cache (and evicts it)
+            expected = reference.partition("predictions", key, key, None, None, cluster)
+            assert ours.partition("predictions", key, key, None, None, cluster) == expected
+    unkeyed = {
+        ours.partition("predictions", None, None, None, None, _Partitions(6, 2)) for _ in range(50)
+    }
+    assert unkeyed <= {0, 1}

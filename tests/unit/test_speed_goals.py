@@ -137,3 +137,69 @@ def test_a_slow_replay_is_counted_in_warm_cycles() -> None:
     assert not row["met"]
     expected = "224 windows with rows at the warm cycle's median 0.73 s make 164 s of the 222 s"
     assert row["why"].startswith(expected)
+
+
+def test_a_slow_scorer_is_explained_step_by_step_beside_the_bare_loop() -> None:
+    sections = _sections(read_s=0.02, replay_s=180.0)
+    sections["scoring"]["figures"]["project / bare throughput"] = fig(0.79, "x")
+    sections["scoring"]["raw"] = {
+        "project_backlog": {
+            "records": 20_000,
+            "stage_seconds": {"decode": 0.4, "predict": 0.1, "encode and send": 1.2, "poll": 0.3},
+        },
+        "bare_backlog": {
+            "records": 20_000,
+            "stage_seconds": {"decode, encode and send": 1.0, "poll": 0.3},
+        },
+    }
+    (row,) = [r for r in check(sections) if r["goal"].startswith("scorer / bare")]
+    assert not row["met"]
+    assert row["why"].startswith(
+        "per record on the backlog the scorer spends 100 us (encode and send 60 us, decode "
+        "20 us, poll 15 us, predict 5 us) and the bare loop 65 us (decode, encode and send "
+        "50 us, poll 15 us)"
+    )
+
+
+def test_a_slow_paced_scorer_names_its_cost_per_batch() -> None:
+    sections = _sections(read_s=0.02, replay_s=180.0)
+    scoring = sections["scoring"]
+    scoring["figures"]["project scorer latency p99 (paced)"] = fig(129.0, "ms")
+    scoring["figures"]["bare loop latency p99 (paced)"] = fig(49.0, "ms")
+    scoring["raw"] = {
+        "project_paced": {
+            "records": 10_000,
+            "batches": 250,
+            "stage_seconds": {"poll": 5.0, "predict": 1.0, "decode": 0.5, "commit": 0.25},
+        }
+    }
+    (row,) = [r for r in check(sections) if r["goal"].startswith("scorer p99")]
+    assert row["why"].endswith(
+        "each of its 250 batches of about 40 records costs 7.0 ms besides polling (predict "
+        "4.0 ms, decode 2.0 ms, commit 1.0 ms), and a record waits for its batch"
+    )
+
+
+def test_a_slow_replay_names_what_its_fine_tunes_and_retrains_took() -> None:
+    sections = _sections(read_s=0.02, replay_s=221.5)
+    figures = sections["replay"]["figures"]
+    figures["replay of 672 h: windows with rows per minute"] = fig(60.7, "windows/min")
+    sections["hourly_cycle"]["figures"]["warm cycle, median"] = fig(0.73, "s")
+    sections["replay"]["raw"] = [
+        {
+            "seconds": 221.5,
+            "windows": 672,
+            "retrains": 30,
+            "stage_seconds_by_kind": {
+                "finetune": {"gate": 30.0, "log and register": 60.0, "read window": 20.0, "x": 1},
+                "retrain": {"fit": 70.0, "read window": 10.0},
+            },
+        },
+        {"seconds": 90.0},
+    ]
+    (row,) = [r for r in check(sections) if r["goal"].startswith("4-week replay")]
+    assert row["why"].endswith(
+        "measured in the replay: 672 finetunes 111 s (log and register 60 s, gate 30 s, read "
+        "window 20 s); 30 retrains 80 s (fit 70 s, read window 10 s); 30 s outside the cycles' "
+        "timed stages"
+    )
