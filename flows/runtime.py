@@ -13,6 +13,8 @@ from tasks.schema import load_schema
 from tasks.settings import Settings, current_settings
 from tasks.stages import RetryPolicy, Stages
 
+EPHEMERAL_STARTUP_TIMEOUT_S = "120"
+
 
 def cycle_context(as_tasks: bool, settings: Settings | None = None) -> CycleContext:
     settings = settings or current_settings()
@@ -133,6 +135,9 @@ def configure_environment(settings: Settings) -> None:
         "PREFECT_HOME": str(settings.home / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+        # Prefect's temporary server gets 20 s to start by default: a busy two-core machine
+        # (a training beside it, a cold disk) takes longer, and the command then fails.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": EPHEMERAL_STARTUP_TIMEOUT_S,
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_LOGGING_LEVEL": "WARNING",
