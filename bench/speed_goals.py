@@ -77,7 +77,8 @@ def _replay_as_warm_cycles(sections: dict[str, Any]) -> str:
         f"{cycles:.0f} s of the {seconds:.0f} s"
     )
     runs = sections.get("replay", {}).get("raw") or []
-    timed = next((r for r in runs if r.get("seconds") == seconds), None)
+    # The figure is rounded; the raw run is the one that replayed that many hourly windows.
+    timed = next((r for r in runs if str(r.get("windows")) == hours), None)
     by_kind = (timed or {}).get("stage_seconds_by_kind")
     if not timed or not by_kind:
         return text + "; the rest is the nightly and drift retrains, not profiled apart"
