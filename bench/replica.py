@@ -35,7 +35,7 @@ from tasks.drift_policy import DriftEpisodes
 from tasks.evaluation import metric_value
 from tasks.gate import GatePolicy, HoldoutComparison, decide_promotion, decide_rollback
 from tasks.model import build_model, fine_tune_copy, predict_proba, to_targets, train
-from tasks.plan import new_alarm, plan_retrain_on_new_concept, plan_window
+from tasks.plan import new_alarm, plan_retrain_on_new_concept, plan_window, retrain_after_reuse
 from tasks.reuse import choose_reuse, score_models
 from tasks.schema import StreamSchema, decode_record
 from tasks.settings import Settings
@@ -281,7 +281,8 @@ class Replica:
             self._new_champion(_accuracy(comparisons, plan.judge_on), fine_tuned=True)
         else:
             self._check_rollback()
-        wanted = self.strategy.drift_retrain and plan.retrain.retrain
+        request = retrain_after_reuse(plan.retrain, reused.name if reused is not None else None)
+        wanted = self.strategy.drift_retrain and request.retrain
         if wanted:
             self.outcome.drift_retrains += 1
             self.retrain(window.end, drift=True)

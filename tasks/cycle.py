@@ -27,7 +27,12 @@ from tasks.gate import (
 )
 from tasks.lineage import Lineage
 from tasks.model import build_model, fine_tune_copy, predict_proba, to_targets, train
-from tasks.plan import WindowPlan, plan_retrain_on_new_concept, plan_window
+from tasks.plan import (
+    WindowPlan,
+    plan_retrain_on_new_concept,
+    plan_window,
+    retrain_after_reuse,
+)
 from tasks.reuse import ReuseDecision, choose_reuse, past_champions, score_models
 from tasks.schema import StreamSchema
 from tasks.settings import Settings
@@ -481,7 +486,7 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
         decision = GateDecision(
             False, (*decision.reasons, *reused.reasons), False, decision.details
         )
-    _note_retrain(result, plan, window)
+    _note_retrain(result, plan, window, reused.version if reused is not None else None)
     result.challenger_metric, result.champion_metric = _primary(
         comparisons, settings.primary_metric
     )
@@ -843,10 +848,15 @@ def _signal(drift: DriftReport | None, result: CycleResult) -> DriftSignal:
     return drift.to_signal(concept_drift_alarm=result.concept_drift_alarm)
 
 
-def _note_retrain(result: CycleResult, plan: WindowPlan, window: Window) -> None:
-    """Ask for a full retrain when the planner's drift policy does; the rule is the trigger."""
-    request = plan.retrain
+def _note_retrain(
+    result: CycleResult, plan: WindowPlan, window: Window, reused_version: str | None
+) -> None:
+    """Ask for a full retrain when the planner's drift policy does (and no past champion was
+    brought back instead); the rule is the trigger."""
+    request = retrain_after_reuse(plan.retrain, reused_version)
     if not request.retrain:
+        if request is not plan.retrain:
+            result.reasons.append(request.reasons[-1])
         return
     result.retrain_triggered = True
     rule = request.rule or "drift"

@@ -66,6 +66,7 @@ class AccuracyAlarm:
     served_windows: int = 0  # windows scored since this champion began serving
     falling: bool = False  # inside a fall that has already alarmed
     pooled_margin: float = 0.05  # the same, for the test over the last few windows pooled
+    fall_start_ms: int | None = None  # where the last alarmed fall itself began (never merged)
 
     @classmethod
     def for_model(
@@ -115,6 +116,7 @@ class AccuracyAlarm:
             pooled_margin=self.pooled_margin,
         )
         fresh.history, fresh.change_start_ms = list(self.history), self.change_start_ms
+        fresh.fall_start_ms = self.fall_start_ms
         return fresh
 
     def update(self, accuracy: float, rows: int, start_ms: int) -> AlarmVerdict:
@@ -149,6 +151,7 @@ class AccuracyAlarm:
         self.falling = test != "page-hinkley"
         estimate = estimate_change_start(self.history, self.expected, margin=self.margin)
         found = estimate if estimate is not None else start_ms
+        self.fall_start_ms = found
         previous = self.change_start_ms
         # A new fall soon after a change is the same change showing in other hours (a model
         # fitted on its first windows misses the rest): its rows since then are all new.

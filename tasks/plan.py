@@ -72,7 +72,7 @@ class WindowPlan:
     retrain: RetrainRequest
     change_start_ms: int | None
     consider_reuse: bool
-    reuse_rows: pd.DataFrame  # held-out rows since the change: no candidate trained on them
+    reuse_rows: pd.DataFrame  # held-out rows of the fall: no candidate trained on them
     reasons: tuple[str, ...]
 
 
@@ -226,9 +226,40 @@ def plan_window(
         retrain=request,
         change_start_ms=change,
         consider_reuse=verdict.alarm,
-        reuse_rows=holdouts.get(CURRENT, rows[window_held]),
+        reuse_rows=_reuse_rows(held, rows[window_held], state, verdict.alarm),
         reasons=tuple(reasons),
     )
+
+
+def retrain_after_reuse(request: RetrainRequest, reused_version: str | None) -> RetrainRequest:
+    """A past champion brought back answers the alarm that asked for a retrain.
+
+    The retrain would learn the rows since the change point, which after a concept that came
+    back within the merge span mix both concepts, and its gate would judge the reused model
+    on them: in the recurring benchmark it replaced the reused champion each time, and the
+    returning concept was relearned over days instead of served at once. A new fall of the
+    reused model is a new alarm.
+    """
+    if reused_version is None or not request.retrain:
+        return request
+    why = f"no {request.rule} retrain: version {reused_version} was brought back for this fall"
+    return RetrainRequest(False, None, (*request.reasons, why))
+
+
+def _reuse_rows(
+    held: pd.DataFrame, window_held: pd.DataFrame, alarm: AccuracyAlarm, alarmed: bool
+) -> pd.DataFrame:
+    """Held-out rows of this fall alone, where past champions are scored.
+
+    The change point merges a fall within two days of the last change into it (a model
+    fitted on the change's first windows misses its other hours), but a past concept that
+    comes back within those two days is a new fall: scored on the rows since the merged
+    start, which mix the two concepts, no past champion looks better, and the returning
+    concept waits for the merge to lapse.
+    """
+    if not alarmed or alarm.fall_start_ms is None:
+        return window_held
+    return _since(held, alarm.fall_start_ms)
 
 
 # --- the full retrain ------------------------------------------------------------------------

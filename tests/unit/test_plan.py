@@ -33,6 +33,7 @@ from tasks.plan import (
     plan_retrain,
     plan_retrain_on_new_concept,
     plan_window,
+    retrain_after_reuse,
 )
 from tasks.reuse import choose_reuse, score_models
 from tasks.schema import load_schema
@@ -538,6 +539,52 @@ def test_a_recurring_concept_brings_back_the_past_champion() -> None:
     assert chosen.version == "1" and "reused version 1" in chosen.reasons[0]
     close = choose_reuse(past, champion, 0.99, rows=len(back_to_a), margin=0.03)
     assert close.version is None
+
+
+def test_a_concept_back_within_two_days_is_scored_for_reuse_on_its_own_rows() -> None:
+    change = T0 + timedelta(days=1)
+    back = change + 30 * HOUR  # A returns 30 h after the change to B: inside the 48 h merge
+    history = pd.concat([stream(T0, 24, "A"), stream(change, 30, "B")], ignore_index=True)
+    alarm = new_alarm(SETTINGS, 0.95)
+    assert alarm.update(0.50, 100, to_ms(change)).alarm  # the change to B
+    alarm = alarm.with_champion(0.99, fine_tuned=False)  # a champion of B is promoted
+    for i in range(1, 30):
+        alarm.update(0.99, 100, to_ms(change + i * HOUR))
+    plan = plan_for(back, window_rows(back, "A"), history, alarm, 0.50)
+    assert plan.alarm.alarm and plan.consider_reuse
+    assert plan.change_start_ms == to_ms(change)  # merged: the retrain still learns since B
+    # Before: scored on the held-out rows since the merged start, mostly B, where the past
+    # champion of A is worse than the champion of B, so the returning A was not reused.
+    mixed = plan.holdouts[CURRENT]
+    models = {"1": model_of("A")}
+    before = choose_reuse(
+        score_models(DRONE, models, mixed),
+        accuracy(model_of("B"), mixed),
+        0.8,
+        rows=len(mixed),
+        margin=SETTINGS.reuse_margin,
+    )
+    assert before.version is None
+    # After: the rows of this fall alone, all of the returning concept.
+    rows = plan.reuse_rows
+    assert len(rows) and (rows["_event_ms"] >= to_ms(back)).all()
+    after = choose_reuse(
+        score_models(DRONE, models, rows),
+        accuracy(model_of("B"), rows),
+        0.8,
+        rows=len(rows),
+        margin=SETTINGS.reuse_margin,
+    )
+    assert after.version == "1"
+    # The reused champion answers the alarm: the retrain it asked for, which would learn the
+    # mixed rows since the merged start and be judged on them, is not run.
+    assert plan.retrain.retrain and plan.retrain.rule == "concept-alarm"
+    assert retrain_after_reuse(plan.retrain, None) is plan.retrain
+    skipped = retrain_after_reuse(plan.retrain, after.version)
+    assert not skipped.retrain and skipped.rule is None
+    assert skipped.reasons[-1] == (
+        "no concept-alarm retrain: version 1 was brought back for this fall"
+    )
 
 
 def test_planning_twice_gives_the_same_rows_and_weights() -> None:
