@@ -553,28 +553,20 @@ def test_a_concept_back_within_two_days_is_scored_for_reuse_on_its_own_rows() ->
     plan = plan_for(back, window_rows(back, "A"), history, alarm, 0.50)
     assert plan.alarm.alarm and plan.consider_reuse
     assert plan.change_start_ms == to_ms(change)  # merged: the retrain still learns since B
+
+    def reuse_on(rows: pd.DataFrame):  # type: ignore[no-untyped-def]
+        """The past champion of A against the champion of B and a fine-tune at 0.8."""
+        past = score_models(DRONE, {"1": model_of("A")}, rows)
+        champion = accuracy(model_of("B"), rows)
+        return choose_reuse(past, champion, 0.8, rows=len(rows), margin=SETTINGS.reuse_margin)
+
     # Before: scored on the held-out rows since the merged start, mostly B, where the past
     # champion of A is worse than the champion of B, so the returning A was not reused.
-    mixed = plan.holdouts[CURRENT]
-    models = {"1": model_of("A")}
-    before = choose_reuse(
-        score_models(DRONE, models, mixed),
-        accuracy(model_of("B"), mixed),
-        0.8,
-        rows=len(mixed),
-        margin=SETTINGS.reuse_margin,
-    )
-    assert before.version is None
+    assert reuse_on(plan.holdouts[CURRENT]).version is None
     # After: the rows of this fall alone, all of the returning concept.
     rows = plan.reuse_rows
     assert len(rows) and (rows["_event_ms"] >= to_ms(back)).all()
-    after = choose_reuse(
-        score_models(DRONE, models, rows),
-        accuracy(model_of("B"), rows),
-        0.8,
-        rows=len(rows),
-        margin=SETTINGS.reuse_margin,
-    )
+    after = reuse_on(rows)
     assert after.version == "1"
     # The reused champion answers the alarm: the retrain it asked for, which would learn the
     # mixed rows since the merged start and be judged on them, is not run.
