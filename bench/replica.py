@@ -11,7 +11,8 @@ validation (the scenarios used here have no broken records), logging and registe
 Every decision comes from the pipeline's own pure modules: `tasks.plan.plan_window` and
 `plan_retrain_on_new_concept` (training rows and weights, the probe that judges old rows
 after a change, holdouts, what is judged, the accuracy alarm, the drift policy),
-`tasks.gate.decide_promotion`, `tasks.reuse` (past champions). Still copied
+`tasks.gate.decide_promotion`, `tasks.reuse` (past champions) and
+`tasks.plan.retrain_after_reuse` (a reuse answers the alarm). Still copied
 from tasks/cycle.py, its executor: the order of the steps (read, plan, fit, compare, gate,
 promote, reuse, roll back), one past champion kept per day for reuse (the executor asks the
 registry), and thin fit and fine-tune calls without the fault checkpoint.

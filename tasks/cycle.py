@@ -855,7 +855,7 @@ def _note_retrain(
     brought back instead); the rule is the trigger."""
     request = retrain_after_reuse(plan.retrain, reused_version)
     if not request.retrain:
-        if request is not plan.retrain:
+        if plan.retrain.retrain:  # asked for, but the reuse answered the alarm: say so
             result.reasons.append(request.reasons[-1])
         return
     result.retrain_triggered = True
