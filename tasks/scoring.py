@@ -48,7 +48,6 @@ THRESHOLD = 0.5  # predicted positive at probability >= THRESHOLD, as in tasks.e
 POLL_TIMEOUT_MS = 100  # how long an idle poll blocks: bounds the reaction to stop and reloads
 LINGER_MS = 5
 FETCH_MAX_WAIT_MS = 20  # how long the broker may hold an empty fetch (bounds added latency)
-METADATA_MAX_AGE_MS = 10_000
 SESSION_TIMEOUT_MS = 10_000  # a crashed instance's partitions move on after this long
 _LATENCY_SAMPLES = 100_000
 _RETRY_CAP_S = 300.0
@@ -429,10 +428,6 @@ def run_scorer(
             # an empty fetch every millisecond while idle, and it uses every record it fetches.
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             max_partition_fetch_bytes=1024 * 1024,
-            # kafka-python's group leader can assign before the topic's partitions are in its
-            # metadata ("No partition metadata for topic"): the group then reads nothing until
-            # the next refresh, 5 min by default. A refresh every 10 s bounds that wait.
-            metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
         try:
             consumer.subscribe([input_topic])
