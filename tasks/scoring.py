@@ -51,6 +51,8 @@ FETCH_MAX_WAIT_MS = 20  # how long the broker may hold an empty fetch (bounds ad
 SESSION_TIMEOUT_MS = 10_000  # a crashed instance's partitions move on after this long
 _LATENCY_SAMPLES = 100_000
 _RETRY_CAP_S = 300.0
+# An instance left with no partition this long (the group join included) asks to join again.
+REJOIN_AFTER_S = SESSION_TIMEOUT_MS / 1000 + 5
 
 Predictor = Callable[[pd.DataFrame], np.ndarray]
 
@@ -437,7 +439,8 @@ def run_scorer(
                 client_id="streamtrain-scorer",
                 partitioner=CachedHashPartitioner(),
             ) as out:
-                loop = _Loop(settings, schema, consumer, out, output_topic, tally, champion)
+                watch = EmptyAssignmentWatch(input_topic)
+                loop = _Loop(settings, schema, consumer, out, output_topic, tally, champion, watch)
                 try:
                     loop.run(watcher, stop, max_records, idle_exit_s, batch_size)
                 finally:
@@ -471,6 +474,59 @@ def _await_champion(
     return None
 
 
+class EmptyAssignmentWatch:
+    """Joins the group again when this instance has owned no partition of a topic that has
+    partitions for `after_s` seconds; the wait doubles up to `cap_s` until it owns one.
+
+    kafka-python's group leader can assign before its metadata holds the topic (it logs "No
+    partition metadata for topic ..."): every member then owns nothing, and in about one
+    integration run in three the empty assignment stood until the scorer's idle exit. A
+    member of a group with more instances than partitions owns nothing by design; the
+    doubling wait keeps its rejoins, and the rebalances they cause, rare.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        *,
+        after_s: float = REJOIN_AFTER_S,
+        cap_s: float = _RETRY_CAP_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.topic, self.first_wait_s, self.cap_s, self.clock = topic, after_s, cap_s, clock
+        self.wait_s = after_s
+        self.since: float | None = clock()
+        self.rejoins = 0
+
+    def check(self, consumer: Any) -> bool:
+        """Call between idle polls; True when it asked the group for a new assignment."""
+        if consumer.assignment():
+            self.since, self.wait_s = None, self.first_wait_s
+            return False
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+            return False
+        if now - self.since < self.wait_s:
+            return False
+        partitions = consumer.partitions_for_topic(self.topic) or set()
+        self.since = now
+        if not partitions:
+            return False
+        log.warning(
+            "no partition of %s (%d partitions) assigned to this scorer for %.0f s; "
+            "joining the group again",
+            self.topic,
+            len(partitions),
+            self.wait_s,
+        )
+        consumer.unsubscribe()
+        consumer.subscribe([self.topic])
+        self.rejoins += 1
+        self.wait_s = min(self.wait_s * 2, self.cap_s)
+        return True
+
+
 @dataclass
 class _Sent:
     """A batch whose predictions were sent and not yet acknowledged (nothing committed)."""
@@ -500,9 +556,11 @@ class _Loop:
         output_topic: str,
         tally: _Tally,
         champion: Champion,
+        watch: EmptyAssignmentWatch | None = None,
     ) -> None:
         self.settings, self.schema, self.consumer, self.out = settings, schema, consumer, out
         self.output_topic, self.tally, self.champion = output_topic, tally, champion
+        self.watch = watch
         self.done: dict[tuple[str, int], int] = {}  # acknowledged offsets, to commit on exit
         self.uncommitted: dict[tuple[str, int], int] = {}  # acknowledged, not yet sent to commit
         self.inflight: Any = None  # the pending asynchronous commit, if any
@@ -561,6 +619,8 @@ class _Loop:
             elif idle_exit_s is not None and time.monotonic() - last_record >= idle_exit_s:
                 log.info("no records for %.0f s; exiting", idle_exit_s)
                 break
+            elif self.watch is not None:
+                self.watch.check(self.consumer)
         self.settle()
 
     def score(self, records: list[Any]) -> None:

@@ -396,3 +396,90 @@ def test_the_scorers_partitioner_puts_each_key_where_the_default_one_does() -> N
         ours.partition("predictions", None, None, None, None, _Partitions(6, 2)) for _ in range(50)
     }
     assert unkeyed <= {0, 1}
+
+
+# --- an empty assignment that stands ---------------------------------------------------------
+
+
+class GroupMember:
+    """What the watch asks of a consumer: its assignment, the topic's partitions, rejoins."""
+
+    def __init__(self, partitions: set[int]) -> None:
+        self.owned: set[Any] = set()
+        self.partitions = partitions
+        self.calls: list[str] = []
+
+    def assignment(self) -> set[Any]:
+        return self.owned
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return self.partitions
+
+    def unsubscribe(self) -> None:
+        self.calls.append("unsubscribe")
+
+    def subscribe(self, topics: list[str]) -> None:
+        self.calls.append(f"subscribe {','.join(topics)}")
+
+
+def test_a_scorer_that_owns_nothing_of_a_partitioned_topic_rejoins_with_a_doubling_wait(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tasks.scoring import EmptyAssignmentWatch
+
+    now = [0.0]
+    member = GroupMember({0, 1, 2})
+    watch = EmptyAssignmentWatch("features", after_s=15, cap_s=40, clock=lambda: now[0])
+    now[0] = 14.9
+    assert not watch.check(member) and member.calls == []  # a join may take this long
+    now[0] = 15.0
+    with caplog.at_level(logging.WARNING, logger="tasks.scoring"):
+        assert watch.check(member)
+    assert member.calls == ["unsubscribe", "subscribe features"]
+    assert "no partition of features (3 partitions) assigned" in caplog.text
+    now[0] = 44.9
+    assert not watch.check(member)  # the wait doubled to 30 s
+    now[0] = 45.0
+    assert watch.check(member) and watch.wait_s == 40  # and is capped
+    member.owned = {("features", 0)}
+    now[0] = 200.0
+    assert not watch.check(member)  # owns a partition: nothing to do, the wait starts over
+    member.owned = set()
+    now[0] = 210.0
+    assert not watch.check(member)
+    now[0] = 225.0
+    assert watch.check(member) and watch.rejoins == 3
+
+
+def test_a_topic_with_no_partitions_known_yet_is_not_a_reason_to_rejoin() -> None:
+    from tasks.scoring import EmptyAssignmentWatch
+
+    now = [0.0]
+    member = GroupMember(set())
+    watch = EmptyAssignmentWatch("features", after_s=15, clock=lambda: now[0])
+    now[0] = 100.0
+    assert not watch.check(member) and member.calls == []
+
+
+def test_the_loop_consults_the_watch_on_idle_polls() -> None:
+    from tasks.scoring import EmptyAssignmentWatch, _Loop, _Tally
+
+    class IdleMember(GroupMember):
+        def __init__(self) -> None:
+            super().__init__({0})
+            self.polls = 0
+
+        def poll(self, timeout_ms: int, max_records: int) -> dict[Any, Any]:
+            self.polls += 1
+            if self.polls == 3:
+                stop.set()
+            return {}
+
+    stop = threading.Event()
+    member = IdleMember()
+    watch = EmptyAssignmentWatch("features", after_s=0.0, clock=lambda: 1.0)
+    champion = Champion("1", lambda frame: np.full(len(frame), 0.7))
+    loop = _Loop(Settings(), DRONE, member, HeldProducer(), "p", _Tally(), champion, watch)  # type: ignore[arg-type]
+    watcher = ChampionWatcher(lookup=lambda: None, load=lambda v: champion, interval_s=60)
+    loop.run(watcher, stop, None, None, 10)
+    assert member.calls[:2] == ["unsubscribe", "subscribe features"] and watch.rejoins >= 1
