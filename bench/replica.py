@@ -36,7 +36,13 @@ from tasks.drift_policy import DriftEpisodes
 from tasks.evaluation import metric_value
 from tasks.gate import GatePolicy, HoldoutComparison, decide_promotion, decide_rollback
 from tasks.model import build_model, fine_tune_copy, predict_proba, to_targets, train
-from tasks.plan import new_alarm, plan_retrain_on_new_concept, plan_window, retrain_after_reuse
+from tasks.plan import (
+    WindowPlan,
+    new_alarm,
+    plan_retrain_on_new_concept,
+    plan_window,
+    retrain_after_reuse,
+)
 from tasks.reuse import choose_reuse, score_models
 from tasks.schema import StreamSchema, decode_record
 from tasks.settings import Settings
@@ -270,7 +276,7 @@ class Replica:
         decision = decide_promotion(
             comparisons, signal, GatePolicy.from_settings(s), judge_on=plan.judge_on
         )
-        reused = self._reuse(plan.reuse_rows, challenger) if plan.consider_reuse else None
+        reused = self._reuse(plan, challenger) if plan.consider_reuse else None
         if reused is not None:
             self._promote(reused, window.start)
             self._new_champion(_score(schema, reused.model, plan.reuse_rows), fine_tuned=False)
@@ -289,9 +295,11 @@ class Replica:
             self.retrain(window.end, drift=True)
         return plan.alarm.alarm, bool(wanted)
 
-    def _reuse(self, rows: pd.DataFrame, challenger: Any) -> Served | None:
-        """A past champion (one per day) clearly better on the rows since the change."""
+    def _reuse(self, plan: WindowPlan, challenger: Any) -> Served | None:
+        """A past champion (one per day) clearly better on the fall's rows, restoring the level
+        the champion fell from (`plan.reuse_floor`)."""
         assert self.champion is not None
+        rows = plan.reuse_rows
         candidates = {
             day: served for day, served in self.past.items() if served is not self.champion
         }
@@ -306,7 +314,12 @@ class Replica:
             rows,
         )
         chosen = choose_reuse(
-            past, ours["c"], ours["n"], rows=len(rows), margin=self.settings.reuse_margin
+            past,
+            ours["c"],
+            ours["n"],
+            rows=len(rows),
+            margin=self.settings.reuse_margin,
+            floor=plan.reuse_floor,
         )
         return None if chosen.version is None else list(candidates.values())[int(chosen.version)]
 

@@ -593,6 +593,7 @@ def _reuse(
         ours["new"],
         rows=len(rows),
         margin=ctx.settings.reuse_margin,
+        floor=plan.reuse_floor,
     )
 
 

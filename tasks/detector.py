@@ -21,7 +21,9 @@ from tasks.drift import ConceptDriftDetector
 HISTORY_WINDOWS = 48  # per-window accuracies kept for the change-point estimate
 
 
-SAME_CHANGE_MS = 48 * 3_600_000  # falls this close to the last change belong to it
+# Falls this close to the last change belong to it: records of hourly windows cycle through
+# the week, so one change shows on the weekend days after it showed on the weekdays.
+SAME_CHANGE_MS = 7 * 24 * 3_600_000
 
 
 def wilson_upper(accuracy: float, rows: int, confidence: float) -> float:
@@ -67,6 +69,7 @@ class AccuracyAlarm:
     falling: bool = False  # inside a fall that has already alarmed
     pooled_margin: float = 0.05  # the same, for the test over the last few windows pooled
     fall_start_ms: int | None = None  # where the last alarmed fall itself began (never merged)
+    same_change_ms: int = SAME_CHANGE_MS  # a fall starting sooner after the change is part of it
 
     @classmethod
     def for_model(
@@ -80,6 +83,7 @@ class AccuracyAlarm:
         warm_rows: int = 200,
         pool_windows: int = 4,
         pooled_margin: float = 0.05,
+        same_change_ms: int = SAME_CHANGE_MS,
     ) -> AccuracyAlarm:
         """A new model's alarm, its cumulative test started from that model's holdout error."""
         if not 0.0 <= holdout_accuracy <= 1.0:
@@ -94,6 +98,7 @@ class AccuracyAlarm:
             pool_windows,
             ph,
             pooled_margin=pooled_margin,
+            same_change_ms=same_change_ms,
         )
 
     def with_champion(self, holdout_accuracy: float, *, fine_tuned: bool) -> AccuracyAlarm:
@@ -114,6 +119,7 @@ class AccuracyAlarm:
             warm_rows=self.warm_rows,
             pool_windows=self.pool_windows,
             pooled_margin=self.pooled_margin,
+            same_change_ms=self.same_change_ms,
         )
         fresh.history, fresh.change_start_ms = list(self.history), self.change_start_ms
         fresh.fall_start_ms = self.fall_start_ms
@@ -153,9 +159,9 @@ class AccuracyAlarm:
         found = estimate if estimate is not None else start_ms
         self.fall_start_ms = found
         previous = self.change_start_ms
-        # A new fall soon after a change is the same change showing in other hours (a model
-        # fitted on its first windows misses the rest): its rows since then are all new.
-        if previous is not None and previous <= found <= previous + SAME_CHANGE_MS:
+        # A new fall soon after a change is the same change showing in other hours or days (a
+        # model fitted on its first windows misses the rest): its rows since then are all new.
+        if previous is not None and previous <= found < previous + self.same_change_ms:
             found = previous
         self.change_start_ms = found
         where = f"the change is estimated to begin with the window at {self.change_start_ms} ms"

@@ -73,6 +73,7 @@ class WindowPlan:
     change_start_ms: int | None
     consider_reuse: bool
     reuse_rows: pd.DataFrame  # held-out rows of the fall: no candidate trained on them
+    reuse_floor: float  # a past champion must score this well to come back (the level fallen from)
     reasons: tuple[str, ...]
 
 
@@ -107,6 +108,7 @@ def new_alarm(settings: Settings, holdout_accuracy: float) -> AccuracyAlarm:
         warm_rows=settings.alarm_warm_rows,
         pool_windows=settings.alarm_pool_windows,
         pooled_margin=settings.alarm_pooled_margin,
+        same_change_ms=int(settings.same_change_hours * HOUR_MS),
     )
 
 
@@ -227,6 +229,7 @@ def plan_window(
         change_start_ms=change,
         consider_reuse=verdict.alarm,
         reuse_rows=_reuse_rows(held, rows[window_held], state, verdict.alarm),
+        reuse_floor=state.expected - state.margin,
         reasons=tuple(reasons),
     )
 
@@ -251,11 +254,11 @@ def _reuse_rows(
 ) -> pd.DataFrame:
     """Held-out rows of this fall alone, where past champions are scored.
 
-    The change point merges a fall within two days of the last change into it (a model
-    fitted on the change's first windows misses its other hours), but a past concept that
-    comes back within those two days is a new fall: scored on the rows since the merged
-    start, which mix the two concepts, no past champion looks better, and the returning
-    concept waits for the merge to lapse.
+    The change point merges a fall within a week of the last change into it (a model fitted
+    on the change's first windows misses its other hours and days), but a past concept that
+    comes back within that week is a new fall: scored on the rows since the merged start,
+    which mix the two concepts, no past champion looks better, and the returning concept
+    waits for the merge to lapse.
     """
     if not alarmed or alarm.fall_start_ms is None:
         return window_held

@@ -39,10 +39,23 @@ def score_models(
 
 
 def choose_reuse(
-    past: Mapping[str, float], champion: float, fine_tune: float, *, rows: int, margin: float
+    past: Mapping[str, float],
+    champion: float,
+    fine_tune: float,
+    *,
+    rows: int,
+    margin: float,
+    floor: float = 0.0,
 ) -> ReuseDecision:
     """The best past champion, if it beats both the champion and a fresh fine-tune by `margin`
-    on the same `rows` rows; ties go to the newest version (the highest number)."""
+    on the same `rows` rows and brings back the level fallen from (`floor`, the alarm's
+    expected accuracy less its margin); ties go to the newest version (the highest number).
+
+    The floor keeps reuse for concepts a past champion knew: after a sudden change to a new
+    concept, the best of fifteen old-concept champions scored on two dozen rows beats the
+    champion by a row or two by chance; brought back, it answered the alarm, so no retrain
+    ran, and its low score became the expectation, so the next falls raised no alarm.
+    """
     if not past:
         return ReuseDecision(None, ("no past champion to bring back",))
     version, score = sorted(past.items(), key=lambda kv: (-kv[1], -_number(kv[0])))[0]
@@ -51,6 +64,11 @@ def choose_reuse(
         f"best past champion version {version}: accuracy {score:.2f} on {rows} newest rows "
         f"vs champion {champion:.2f} and fine-tune {fine_tune:.2f} (margin {margin:.2f})"
     )
+    if score < floor:
+        return ReuseDecision(
+            None,
+            (f"{text}: below the {floor:.2f} the champion was expected to keep, not reused",),
+        )
     if score >= bar:
         return ReuseDecision(version, (f"{text}: reused version {version}",))
     return ReuseDecision(None, (f"{text}: not clearly better, not reused",))
