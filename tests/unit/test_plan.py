@@ -610,6 +610,7 @@ def test_planning_twice_gives_the_same_rows_and_weights() -> None:
         ("replay_new_share", 0),
         ("old_concept_weight", 2),
         ("alarm_pool_windows", 0),
+        ("same_change_hours", 0),
     ],
 )
 def test_planner_settings_refuse_impossible_values(name: str, value: float) -> None:
@@ -633,6 +634,18 @@ def test_a_second_fall_soon_after_a_change_keeps_the_change_start() -> None:
     alarm.update(0.95, 100, 166 * 3_600_000)
     assert alarm.update(0.40, 100, 168 * 3_600_000).alarm
     assert alarm.change_start_ms == 168 * 3_600_000
+
+
+def test_the_same_change_span_comes_from_the_settings() -> None:
+    """STREAMTRAIN_SAME_CHANGE_HOURS reaches the alarm: with a day, a fall 30 h after a
+    change is a change of its own; with the shipped week, it is that change."""
+    for hours, expected_start in ((24.0, 30 * 3_600_000), (168.0, 0)):
+        alarm = new_alarm(Settings(same_change_hours=hours), 0.95)
+        assert alarm.update(0.40, 100, 0).alarm
+        alarm = alarm.with_champion(0.95, fine_tuned=False)
+        alarm.update(0.95, 100, 29 * 3_600_000)
+        assert alarm.update(0.40, 100, 30 * 3_600_000).alarm
+        assert alarm.change_start_ms == expected_start, hours
 
 
 def test_a_weekend_fall_five_days_after_a_weekday_change_is_that_change() -> None:
