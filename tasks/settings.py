@@ -151,7 +151,14 @@ class Settings(BaseSettings):
     # --- the model -----------------------------------------------------------------------
     hidden_units: tuple[int, ...] = (32, 16)
     embedding_dim: int = Field(default=4, ge=1, description="For open-vocabulary categoricals.")
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    dropout: float = Field(
+        default=0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Dropout after each hidden layer: with 5 % label noise a model without it "
+        "learns the noise (make bench, section 5: about half a point of accuracy in each "
+        "scenario).",
+    )
     retrain_learning_rate: float = Field(default=3e-3, gt=0)
     finetune_learning_rate: float = Field(default=1e-3, gt=0)
     retrain_epochs: int = Field(default=20, ge=1)
