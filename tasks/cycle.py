@@ -325,17 +325,19 @@ def _save_window_state(ctx: CycleContext, window: Window, result: CycleResult) -
 def _recover(ctx: CycleContext) -> str | None:
     """Finish the alias moves a crashed run left undone, before this cycle loads the champion.
 
-    Returns the version recovered, if any. A recovered retrain promotion starts the alarm from
-    the new champion's holdout accuracy, as the run that died would have.
+    Returns the version recovered, if any. A recovered promotion judges the alarm against the
+    new champion's holdout accuracy, as the run that died would have (a retrain's also starts
+    the cumulative test from it).
     """
     found = recovery.finish_latest(ctx.settings, ctx.model_name)
     if found is None:
         return None
     version, lineage = found
     ctx.models.clear()
-    if lineage.training_kind == "retrain" and lineage.gate_decision == "promoted":
+    if lineage.gate_decision == "promoted":
         accuracy = guards.champion_holdout_accuracy(ctx, version)
-        guards.alarm_for_new_champion(ctx, accuracy, fine_tuned=False)
+        fine_tuned = lineage.training_kind != "retrain"
+        guards.alarm_for_new_champion(ctx, accuracy, fine_tuned=fine_tuned)
     ctx.cache[f"recovered:{version}"] = lineage
     return version
 
