@@ -275,7 +275,8 @@ def _notes(
         "docstring. Not exercised here: Kafka reads, GX validation (these scenarios have no "
         "broken records) and MLflow logging. Sections 1-2 run the real thing.",
         "(default) runs Settings()'s declared defaults (the environment cannot change them): "
-        f"layers {list(settings.hidden_units)} with dropout {settings.dropout}, fine-tune {settings.finetune_epochs} epochs at lr {settings.finetune_learning_rate}, "
+        f"layers {list(settings.hidden_units)} with dropout {settings.dropout}, "
+        f"fine-tune {settings.finetune_epochs} epochs at lr {settings.finetune_learning_rate}, "
         f"retrain {settings.retrain_epochs} epochs at lr {settings.retrain_learning_rate} on "
         f"{settings.retrain_days} days, batch {settings.batch_size}, replay "
         f"{settings.replay_samples} rows of {settings.replay_hours} h, primary metric "
