@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.ceiling import oracle_outcome
 from bench.peers import available, river_version, run_peer
 from bench.replica import Replica, Retrains, Strategy, Stream, simulated_frame
 from bench.strategy import Outcome
@@ -85,12 +86,33 @@ class Timeline:
         )
 
 
-def scenario_frame(schema: Any, line: Timeline, name: str, seed: int) -> pd.DataFrame:
+def scenario_config(line: Timeline, name: str, seed: int) -> SimulationConfig:
     hours = int((line.eval_end - line.start).total_seconds() // 3600)
-    config = SimulationConfig(
+    return SimulationConfig(
         start=line.start, hours=hours, scenario=name, seed=seed, drift_at=line.drift
     )
-    return simulated_frame(schema, config)
+
+
+def scenario_frame(schema: Any, line: Timeline, name: str, seed: int) -> pd.DataFrame:
+    return simulated_frame(schema, scenario_config(line, name, seed))
+
+
+def ceilings(
+    schema: Any, line: Timeline, frames: dict[str, pd.DataFrame], seed: int
+) -> dict[str, Outcome]:
+    """What the oracle that knows the simulator's rules scores on each scenario's replay."""
+    first = Window.containing(line.train_end, schema.window)
+    last = Window.containing(line.eval_end, schema.window).start_ms
+    return {
+        name: oracle_outcome(
+            scenario_config(line, name, seed),
+            frame,
+            first.start_ms,
+            last,
+            first.end_ms - first.start_ms,
+        )
+        for name, frame in frames.items()
+    }
 
 
 def run_quality(
@@ -121,6 +143,7 @@ def run_quality(
     ]
     units += [(peer, [name]) for name in scenarios for peer in peers]
     results = _run_units(units, days, drift_day, threads, jobs, frames)
+    best = ceilings(schema, line, frames, seed)
     outcomes: dict[str, dict[str, Outcome]] = {name: {} for name in scenarios}
     fitted = 0
     for by_scenario, count in results:
@@ -138,6 +161,7 @@ def run_quality(
         seconds=time.perf_counter() - began,
         settings=shipped_settings(base),
         png=Path(png) if png else None,
+        ceilings=best,
         river=river_version(),
     )
 

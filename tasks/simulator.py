@@ -215,16 +215,25 @@ def stores_for(config: SimulationConfig) -> tuple[tuple[Store, ...], tuple[Store
     return base, new
 
 
-def rules_at(config: SimulationConfig, event_time: datetime, rng: random.Random) -> RuleSet:
-    """The rule set a record at `event_time` follows; `rng` decides the gradual mix."""
+def shifted_share(config: SimulationConfig, event_time: datetime) -> float:
+    """The chance that a record at `event_time` follows RULES_SHIFTED: 0 or 1, except on a
+    gradual ramp, where it rises from 0 at `drift_at` to 1 after `drift_period`."""
     since = event_time - config.drift_time
     if config.scenario not in ("sudden", "gradual", "recurring") or since < timedelta(0):
-        return RULES_BASE
+        return 0.0
     if config.scenario == "gradual":
-        return RULES_SHIFTED if rng.random() < since / config.drift_period else RULES_BASE
+        return min(1.0, since / config.drift_period)
     if config.scenario == "recurring" and (since // config.drift_period) % 2 == 1:
-        return RULES_BASE
-    return RULES_SHIFTED
+        return 0.0
+    return 1.0
+
+
+def rules_at(config: SimulationConfig, event_time: datetime, rng: random.Random) -> RuleSet:
+    """The rule set a record at `event_time` follows; `rng` decides the gradual mix."""
+    share = shifted_share(config, event_time)
+    if config.scenario == "gradual" and event_time >= config.drift_time:
+        return RULES_SHIFTED if rng.random() < share else RULES_BASE  # one draw per record
+    return RULES_SHIFTED if share >= 0.5 else RULES_BASE
 
 
 # --- generation ------------------------------------------------------------------------------

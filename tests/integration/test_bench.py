@@ -100,12 +100,15 @@ def _check_quality_fields(quality: dict[str, Any]) -> None:
         assert default["mean_accuracy"]["unit"] == "%"
         assert by["dummy-alarm"]["false_alarms"] >= default["false_alarms"]
         assert {"a", "b", "c", "lr"} <= set(by)
+        assert 50 < by["ceiling"]["mean_accuracy"]["value"] <= 100  # bench/ceiling.py's oracle
     assert quality["raw"]["none"]["default"]["alarm_delay_windows"] is None
     sudden = quality["raw"]["sudden"]
     assert sudden["dummy-alarm"]["alarm_delay_windows"] == 0
     goals = quality["goals"]
     assert {g["scenario"] for g in goals} == set(quality["raw"])
     assert all(isinstance(g["met"], bool) and g["measured"] for g in goals)
+    floors = [g for g in goals if g["goal"].startswith("mean accuracy")]
+    assert floors and all("(ceiling " in g["measured"] for g in floors)
 
 
 @pytest.mark.slow
