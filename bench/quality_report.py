@@ -270,15 +270,15 @@ def _notes(
 ) -> list[str]:
     notes = [
         "Method: the pipeline's strategies run as bench.strategy.StrategyUnderTest objects; "
-        "today that is bench/replica.py, which replays the simulator's records in memory "
-        "through the pipeline's public functions (tasks/model.py build, fit and fine-tune; "
-        "the holdout split and replay sample of tasks/training_data.py; the drift checks and "
-        "Page-Hinkley detector of tasks/drift.py; compare_on_holdouts and the gate's "
-        "decide_promotion and decide_rollback), in the order run_backfill uses (nightly "
-        "retrain at 00:00 UTC, then the window; a drift-triggered retrain right after its "
-        "window). What it still copies from tasks/cycle.py is listed in bench/replica.py's "
-        "docstring. Not exercised here: Kafka reads, GX validation (these scenarios have no "
-        "broken records) and MLflow logging. Sections 1-2 run the real thing.",
+        "today that is bench/replica.py, an executor over the simulator's records in memory "
+        "that runs the pipeline's own planner (tasks/plan.py) and the steps tasks/cycle.py "
+        "runs between its plan and its commit (tasks/judge.py: fit or fine-tune, holdout "
+        "comparison, gate, reuse of past champions, the retrain still asked for), in the "
+        "order run_backfill uses (nightly retrain at 00:00 UTC, then the window; a "
+        "drift-triggered retrain right after its window). What is the replica's own is "
+        "listed in its docstring. Not exercised here: Kafka reads, GX validation (these "
+        "scenarios have no broken records), MLflow logging and crash recovery. Sections 1-2 "
+        "run the real thing.",
         "(default) runs Settings()'s declared defaults (the environment cannot change them): "
         f"layers {list(settings.hidden_units)} with dropout {settings.dropout}, "
         f"fine-tune {settings.finetune_epochs} epochs at lr {settings.finetune_learning_rate}, "

@@ -2,20 +2,19 @@
 
 Section 5 (model quality under drift) runs several strategies over six scenarios; through the
 broker and the registry that would take hours on two cores. `Replica` is today's
-`bench.strategy.StrategyUnderTest`: it composes the public functions `tasks/cycle.py`
-composes (model build, fit and fine-tune, the holdout split, the replay sample, the drift
-checks, the concept-drift detector, compare_on_holdouts, the promotion gate, the rollback
-rule) on the simulator's records, with the pipeline's settings. What it skips: reading Kafka,
-validation (the scenarios used here have no broken records), logging and registering.
+`bench.strategy.StrategyUnderTest`: an executor over an in-memory stream and registry.
 
-Every decision comes from the pipeline's own pure modules: `tasks.plan.plan_window` and
-`plan_retrain_on_new_concept` (training rows and weights, the probe that judges old rows
-after a change, holdouts, what is judged, the accuracy alarm, the drift policy),
-`tasks.gate.decide_promotion`, `tasks.reuse` (past champions) and
-`tasks.plan.retrain_after_reuse` (a reuse answers the alarm). Still copied
-from tasks/cycle.py, its executor: the order of the steps (read, plan, fit, compare, gate,
-promote, reuse, roll back), one past champion kept per day for reuse (the executor asks the
-registry), and thin fit and fine-tune calls without the fault checkpoint.
+What a window or a retrain decides is the pipeline's own code, not a copy: the planner
+(`tasks.plan.plan_window`, `plan_retrain_on_new_concept`: training rows and weights, the
+probe that judges old rows after a change, holdouts, what is judged, the accuracy alarm, the
+drift policy), and `tasks.judge.judge_window` and `judge_retrain`, the steps tasks/cycle.py
+runs between its plan and its commit (fit or fine-tune, compare on the holdouts, gate, weigh
+the past champions, the retrain still asked for, the next champion's expected accuracy).
+What is the replica's own, as an executor's: where rows and models come from (the simulator's
+records sliced by event time; past champions kept one per day, where the cycle asks the
+registry for one per day), the rollback's live accuracy series (the cycle keeps it in the
+registry) and what it skips: reading Kafka, validation (these scenarios have no broken
+records), logging and registering, the crash recovery.
 """
 
 from __future__ import annotations
@@ -29,21 +28,18 @@ import numpy as np
 import pandas as pd
 
 from bench.strategy import Outcome, WindowRecord
-from tasks.cycle import CycleContext, compare_on_holdouts
+from tasks.cycle import CycleContext
 from tasks.detector import AccuracyAlarm
 from tasks.drift import ReferenceProfile, check_data_drift, reference_for_range
 from tasks.drift_policy import DriftEpisodes
-from tasks.evaluation import metric_value
-from tasks.gate import GatePolicy, HoldoutComparison, decide_promotion, decide_rollback
-from tasks.model import build_model, fine_tune_copy, predict_proba, to_targets, train
+from tasks.gate import decide_rollback
+from tasks.judge import fit_fresh, judge_retrain, judge_window, scorer
+from tasks.model import predict_proba, to_targets
 from tasks.plan import (
-    WindowPlan,
     new_alarm,
     plan_retrain_on_new_concept,
     plan_window,
-    retrain_after_reuse,
 )
-from tasks.reuse import choose_reuse, score_models
 from tasks.schema import StreamSchema, decode_record
 from tasks.settings import Settings
 from tasks.simulator import SimulationConfig, generate
@@ -129,7 +125,7 @@ class Retrains:
             + repr(sorted(fit.items()))
         )
         if key not in self.models:
-            model = _fit_fresh(ctx, train_rows, seen, weights)
+            model = fit_fresh(ctx, train_rows, seen, weights)
             self.models[key] = (model, reference_for_range(ctx.schema, seen))
             self.fitted += 1
         return self.models[key]
@@ -202,25 +198,25 @@ class Replica:
         )
         if plan.train.empty:
             return False
-        model, reference = self.retrains.fit(self.ctx, plan.train, plan.vocabulary, plan.weights)
+        fitted: dict[str, ReferenceProfile] = {}
+
+        def fit(rows: pd.DataFrame, seen: pd.DataFrame, weights: Any) -> Any:
+            model, fitted["reference"] = self.retrains.fit(self.ctx, rows, seen, weights)
+            return model
+
         champion = self.champion.model if self.champion else None
-        comparisons = compare_on_holdouts(self.ctx, model, champion, plan.holdouts, s.seed)
-        decision = decide_promotion(
-            comparisons,
-            None,
-            GatePolicy.from_settings(s),
-            fine_tuned=False,
-            judge_on=plan.judge_on,
-        )
+        judged = judge_retrain(self.ctx, plan, champion, fit)
         self.outcome.retrains += 1
-        if decision.promote:
-            self._promote(Served(model, f"retrain@{format_instant(end)}", reference), end)
-            self._new_champion(_accuracy(comparisons, plan.judge_on), fine_tuned=False)
-        return decision.promote
+        if judged.decision.promote:
+            served = Served(judged.model, f"retrain@{format_instant(end)}", fitted["reference"])
+            self._promote(served, end)
+            assert judged.expected_accuracy is not None
+            self._new_champion(judged.expected_accuracy, fine_tuned=False)
+        return judged.decision.promote
 
     def _fit_probe(self, rows: pd.DataFrame, seen: pd.DataFrame, weights: Any) -> Any:
         model, _ = self.retrains.fit(self.ctx, rows, seen, weights)
-        return _scorer(self.schema, model)
+        return scorer(self.schema, model)
 
     def _promote(self, served: Served, at: datetime) -> None:
         self.versions += 1
@@ -267,61 +263,34 @@ class Replica:
             drift=drift,
         )
         self.alarm, self.episodes = plan.alarm_state, plan.episodes
-        seed = s.seed + window.start_ms // (window.end_ms - window.start_ms)
-        challenger = _fine_tune(self.ctx, self.champion.model, plan.train, seed, plan.weights)
-        comparisons = compare_on_holdouts(
-            self.ctx, challenger, self.champion.model, plan.holdouts, seed
-        )
         signal = drift.to_signal(concept_drift_alarm=plan.alarm.alarm)
-        decision = decide_promotion(
-            comparisons, signal, GatePolicy.from_settings(s), judge_on=plan.judge_on
+        champion = self.champion
+        past = [served for served in self.past.values() if served is not champion]
+        judged = judge_window(
+            self.ctx,
+            window,
+            plan,
+            champion.model,
+            signal,
+            lambda: {str(i): scorer(schema, served.model) for i, served in enumerate(past)},
         )
-        reused = self._reuse(plan, challenger) if plan.consider_reuse else None
-        if reused is not None:
-            self._promote(reused, window.start)
-            self._new_champion(_score(schema, reused.model, plan.reuse_rows), fine_tuned=False)
-        elif decision.promote:
+        if judged.reused is not None:
+            self._promote(past[int(judged.reused)], window.start)
+        elif judged.decision.promote:
             self._promote(
-                Served(challenger, f"finetune@{window.start_ms}", self.champion.reference),
+                Served(judged.model, f"finetune@{window.start_ms}", champion.reference),
                 window.start,
             )
-            self._new_champion(_accuracy(comparisons, plan.judge_on), fine_tuned=True)
         else:
             self._check_rollback()
-        request = retrain_after_reuse(plan.retrain, reused.name if reused is not None else None)
-        wanted = self.strategy.drift_retrain and request.retrain
+        if judged.expected_accuracy is not None:
+            self._new_champion(judged.expected_accuracy, fine_tuned=judged.reused is None)
+        assert judged.retrain is not None
+        wanted = self.strategy.drift_retrain and judged.retrain.retrain
         if wanted:
             self.outcome.drift_retrains += 1
             self.retrain(window.end, drift=True)
         return plan.alarm.alarm, bool(wanted)
-
-    def _reuse(self, plan: WindowPlan, challenger: Any) -> Served | None:
-        """A past champion (one per day) clearly better on the fall's rows, restoring the level
-        the champion fell from (`plan.reuse_floor`)."""
-        assert self.champion is not None
-        rows = plan.reuse_rows
-        candidates = {
-            day: served for day, served in self.past.items() if served is not self.champion
-        }
-        if rows.empty or not candidates:
-            return None
-        schema = self.schema
-        models = {str(i): _scorer(schema, v.model) for i, v in enumerate(candidates.values())}
-        past = score_models(schema, models, rows)
-        ours = score_models(
-            schema,
-            {"c": _scorer(schema, self.champion.model), "n": _scorer(schema, challenger)},
-            rows,
-        )
-        chosen = choose_reuse(
-            past,
-            ours["c"],
-            ours["n"],
-            rows=len(rows),
-            margin=self.settings.reuse_margin,
-            floor=plan.reuse_floor,
-        )
-        return None if chosen.version is None else list(candidates.values())[int(chosen.version)]
 
     def _check_rollback(self) -> None:
         s = self.settings
@@ -335,57 +304,3 @@ class Replica:
         if decision.rollback:
             self.champion, self.previous = self.previous, None
             self.outcome.rollbacks += 1
-
-
-# --- thin copies of tasks/cycle.py's fit calls (see the module docstring) -------------------
-
-
-def _fit_fresh(ctx: CycleContext, rows: pd.DataFrame, seen: pd.DataFrame, weights: Any) -> Any:
-    """Train from scratch on `rows`; vocabularies cover every value `seen` in the range."""
-    s = ctx.settings
-    model = build_model(ctx.schema, s, seen)
-    train(
-        model,
-        ctx.schema,
-        rows,
-        epochs=s.retrain_epochs,
-        learning_rate=s.retrain_learning_rate,
-        batch_size=s.batch_size,
-        seed=s.seed,
-        sample_weight=weights,
-    )
-    return model
-
-
-def _fine_tune(
-    ctx: CycleContext, champion: Any, rows: pd.DataFrame, seed: int, weights: Any
-) -> Any:
-    challenger = fine_tune_copy(champion)
-    s = ctx.settings
-    train(
-        challenger,
-        ctx.schema,
-        rows,
-        epochs=s.finetune_epochs,
-        learning_rate=s.finetune_learning_rate,
-        batch_size=s.batch_size,
-        seed=seed,
-        sample_weight=weights,
-    )
-    return challenger
-
-
-def _scorer(schema: StreamSchema, model: Any) -> Any:
-    return lambda frame: predict_proba(model, schema, frame)
-
-
-def _score(schema: StreamSchema, model: Any, rows: pd.DataFrame) -> float:
-    return score_models(schema, {"m": _scorer(schema, model)}, rows)["m"]
-
-
-def _accuracy(comparisons: list[HoldoutComparison], judge_on: tuple[str, ...] | None) -> float:
-    """The promoted model's accuracy on the longest holdout it was judged on."""
-    judged = [c for c in comparisons if judge_on is None or c.name in judge_on] or comparisons
-    if not judged:
-        return 0.5
-    return float(metric_value(max(judged, key=lambda c: c.rows).challenger, "accuracy"))

@@ -3,9 +3,9 @@
 The quality benchmark drives every pipeline strategy through `StrategyUnderTest`: per window,
 score the window with the serving model, then train and decide, and return one
 `WindowRecord` (accuracy counts plus whether a concept alarm fired and whether a drift retrain
-was asked for). Today `bench.replica.Replica` implements it; once the pure planner of issue 13
-exists, an adapter over the pipeline's own planner and executor (an in-memory stream instead
-of Kafka, an in-memory registry) is the one class to swap in.
+was asked for). `bench.replica.Replica` implements it: an executor over an in-memory stream
+and registry that runs the pipeline's planner (tasks/plan.py) and decision steps
+(tasks/judge.py).
 """
 
 from __future__ import annotations

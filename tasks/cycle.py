@@ -16,24 +16,22 @@ import pandas as pd
 
 from tasks import aliases, faults, guards, model_state, recovery, run_logging, versions
 from tasks.drift import DriftReport, reference_for_range
-from tasks.evaluation import binary_metrics, metric_value, paired_bootstrap
+from tasks.evaluation import binary_metrics, metric_value
 from tasks.gate import (
     DriftSignal,
     GateDecision,
-    GatePolicy,
     HoldoutComparison,
-    decide_promotion,
     decide_rollback,
 )
+from tasks.judge import Judgement, fit_fresh, judge_retrain, judge_window, scorer
 from tasks.lineage import Lineage
-from tasks.model import build_model, fine_tune_copy, predict_proba, to_targets, train
+from tasks.model import predict_proba, to_targets
 from tasks.plan import (
     WindowPlan,
     plan_retrain_on_new_concept,
     plan_window,
-    retrain_after_reuse,
 )
-from tasks.reuse import ReuseDecision, choose_reuse, past_champions, score_models
+from tasks.reuse import Model, past_champions
 from tasks.schema import StreamSchema
 from tasks.settings import Settings
 from tasks.stages import Stages
@@ -143,41 +141,6 @@ def score_accuracy(model: Any, schema: StreamSchema, frame: pd.DataFrame) -> flo
     """Accuracy of a model on rows it has not been trained on (test-then-train)."""
     proba = predict_proba(model, schema, frame)
     return float(binary_metrics(to_targets(schema, frame), proba).accuracy)
-
-
-def compare_on_holdouts(
-    ctx: CycleContext,
-    challenger: Any,
-    champion: Any,
-    holdouts: dict[str, pd.DataFrame],
-    seed: int,
-) -> list[HoldoutComparison]:
-    """Score both models on the same rows of each holdout, with a paired bootstrap."""
-    metric = ctx.settings.primary_metric
-    out = []
-    for name, rows in holdouts.items():
-        if rows.empty:
-            continue
-        truth = to_targets(ctx.schema, rows)
-        p_new = predict_proba(challenger, ctx.schema, rows)
-        new = binary_metrics(truth, p_new)
-        old = diff = None
-        if champion is not None:
-            p_old = predict_proba(champion, ctx.schema, rows)
-            old = binary_metrics(truth, p_old)
-            diff = paired_bootstrap(
-                truth,
-                p_new,
-                p_old,
-                metric,
-                samples=ctx.settings.bootstrap_samples,
-                confidence=ctx.settings.confidence,
-                seed=seed,
-            )
-        out.append(
-            HoldoutComparison(name=name, rows=len(rows), challenger=new, champion=old, diff=diff)
-        )
-    return out
 
 
 def _primary(
@@ -468,27 +431,9 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
     result.concept_drift_alarm = plan.alarm.alarm
     signal = _signal(drift, result)
 
-    seed = settings.seed + window.start_ms // (window.end_ms - window.start_ms)
-    challenger = ctx.stages.run(
-        "fine-tune", _fine_tune, ctx, champion, plan.train, seed, plan.weights
-    )
-    comparisons = ctx.stages.run(
-        "holdout eval", compare_on_holdouts, ctx, challenger, champion, plan.holdouts, seed
-    )
-    decision = ctx.stages.run(
-        "gate",
-        decide_promotion,
-        comparisons,
-        signal,
-        GatePolicy.from_settings(settings),
-        judge_on=plan.judge_on,
-    )
-    reused = _reuse(ctx, plan, parent, champion, challenger) if plan.consider_reuse else None
-    if reused is not None:
-        decision = GateDecision(
-            False, (*decision.reasons, *reused.reasons), False, decision.details
-        )
-    _note_retrain(result, plan, window, reused.version if reused is not None else None)
+    judged = judge_window(ctx, window, plan, champion, signal, lambda: _past_champions(ctx, parent))
+    challenger, comparisons, decision = judged.model, judged.comparisons, judged.decision
+    _note_retrain(result, plan, window, judged)
     result.challenger_metric, result.champion_metric = _primary(
         comparisons, settings.primary_metric
     )
@@ -513,11 +458,10 @@ def finetune_window(ctx: CycleContext, window: Window, *, trigger: str = "schedu
     if decision.promote:
         ctx.models.clear()
         ctx.models[version] = challenger
-        guards.alarm_for_new_champion(
-            ctx, _holdout_accuracy(comparisons, plan.judge_on), fine_tuned=True
-        )
-    elif reused is not None and reused.version is not None:
-        _bring_back(ctx, reused, trigger, result)
+        assert judged.expected_accuracy is not None
+        guards.alarm_for_new_champion(ctx, judged.expected_accuracy, fine_tuned=True)
+    elif judged.reused is not None:
+        _bring_back(ctx, judged, trigger, result)
     else:
         _check_rollback(ctx, result)
     return _finish(ctx, result)
@@ -556,91 +500,36 @@ def _plan(
     return plan
 
 
-def _holdout_accuracy(
-    comparisons: list[HoldoutComparison], judge_on: tuple[str, ...] | None
-) -> float:
-    """The promoted model's accuracy on the holdout it was judged on (the longest one)."""
-    judged = [c for c in comparisons if judge_on is None or c.name in judge_on] or comparisons
-    longest = max(judged, key=lambda c: c.rows)
-    return float(metric_value(longest.challenger, "accuracy"))
-
-
 REUSE_LOOKBACK_DAYS = 14
 
 
-def _reuse(
-    ctx: CycleContext, plan: WindowPlan, parent: str, champion: Any, challenger: Any
-) -> ReuseDecision | None:
-    """On an alarm: would a past champion (one per day of the last fortnight) serve the new
-    concept clearly better than both the champion and the fresh fine-tune?"""
-    rows = plan.reuse_rows
-    if rows.empty:
-        return None
+def _past_champions(ctx: CycleContext, parent: str) -> dict[str, Model]:
+    """The registry's candidates for a reuse: one past champion per day of the last fortnight."""
     candidates = past_champions(
         versions.list_versions(ctx.settings, ctx.model_name), parent, REUSE_LOOKBACK_DAYS
     )
-    if not candidates:
-        return None
-    schema = ctx.schema
-    models = {
-        v: _scorer(schema, versions.load_keras(ctx.settings, ctx.model_name, v)) for v in candidates
+    return {
+        v: scorer(ctx.schema, versions.load_keras(ctx.settings, ctx.model_name, v))
+        for v in candidates
     }
-    past = ctx.cache["reuse_scores"] = score_models(schema, models, rows)
-    ours = score_models(
-        schema, {"champion": _scorer(schema, champion), "new": _scorer(schema, challenger)}, rows
-    )
-    return choose_reuse(
-        past,
-        ours["champion"],
-        ours["new"],
-        rows=len(rows),
-        margin=ctx.settings.reuse_margin,
-        floor=plan.reuse_floor,
-    )
 
 
-def _scorer(schema: StreamSchema, model: Any) -> Any:
-    return lambda frame: predict_proba(model, schema, frame)
-
-
-def _bring_back(
-    ctx: CycleContext, reused: ReuseDecision, trigger: str, result: CycleResult
-) -> None:
+def _bring_back(ctx: CycleContext, judged: Judgement, trigger: str, result: CycleResult) -> None:
     """Make the chosen past champion serve again, recorded as a reuse in the alias history."""
-    assert reused.version is not None
-    why = list(reused.reasons)
+    assert judged.reuse is not None and judged.reused is not None
+    version = judged.reused
     aliases.promote(
         ctx.settings,
         ctx.model_name,
-        reused.version,
+        version,
         trigger=f"reuse:{trigger}",
-        reasons=[f"reused version {reused.version}", *why],
+        reasons=[f"reused version {version}", *judged.reuse.reasons],
     )
     ctx.models.clear()
-    expected = ctx.cache.pop("reuse_scores", {}).get(reused.version, 0.5)
-    guards.alarm_for_new_champion(ctx, expected, fine_tuned=False)
+    assert judged.expected_accuracy is not None
+    guards.alarm_for_new_champion(ctx, judged.expected_accuracy, fine_tuned=False)
     result.decision = "reused"
-    result.reasons.append(f"reused version {reused.version}")
-
-
-def _fine_tune(
-    ctx: CycleContext, champion: Any, rows: pd.DataFrame, seed: int, weights: Any = None
-) -> Any:
-    challenger = fine_tune_copy(champion)
-    s = ctx.settings
-    train(
-        challenger,
-        ctx.schema,
-        rows,
-        epochs=s.finetune_epochs,
-        learning_rate=s.finetune_learning_rate,
-        batch_size=s.batch_size,
-        seed=seed,
-        sample_weight=weights,
-    )
-    # New weights in memory only, nothing saved: what a crash in the middle of fit leaves.
-    faults.checkpoint(s, "during_fit")
-    return challenger
+    result.reasons.append(f"reused version {version}")
 
 
 def _check_rollback(ctx: CycleContext, result: CycleResult) -> None:
@@ -724,24 +613,15 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
         validated,
         span.end_ms,
         change_start_ms=change,
-        fit_probe=lambda rows, seen, weights: _scorer(schema, _fit_fresh(ctx, rows, seen, weights)),
+        fit_probe=lambda rows, seen, weights: scorer(schema, fit_fresh(ctx, rows, seen, weights)),
     )
     if plan.train.empty:
         result.reasons = ["no rows outside the holdout to train on"]
         return _finish(ctx, result)
-    model = ctx.stages.run("fit", _fit_fresh, ctx, plan.train, plan.vocabulary, plan.weights)
-    comparisons = ctx.stages.run(
-        "holdout eval", compare_on_holdouts, ctx, model, champion, plan.holdouts, settings.seed
+    judged = judge_retrain(
+        ctx, plan, champion, lambda rows, seen, weights: fit_fresh(ctx, rows, seen, weights)
     )
-    decision = ctx.stages.run(
-        "gate",
-        decide_promotion,
-        comparisons,
-        None,
-        GatePolicy.from_settings(settings),
-        fine_tuned=False,
-        judge_on=plan.judge_on,
-    )
+    model, comparisons, decision = judged.model, judged.comparisons, judged.decision
     result.challenger_metric, result.champion_metric = _primary(
         comparisons, settings.primary_metric
     )
@@ -769,32 +649,9 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
     if decision.promote:
         ctx.models.clear()
         ctx.models[version] = model
-        accuracy = _holdout_accuracy(comparisons, plan.judge_on) if comparisons else 0.5
-        guards.alarm_for_new_champion(ctx, accuracy, fine_tuned=False)
+        assert judged.expected_accuracy is not None
+        guards.alarm_for_new_champion(ctx, judged.expected_accuracy, fine_tuned=False)
     return _finish(ctx, result)
-
-
-def _fit_fresh(
-    ctx: CycleContext, rows: pd.DataFrame, seen: pd.DataFrame, weights: Any = None
-) -> Any:
-    """Train from scratch on `rows`; vocabularies cover every value `seen` in the range.
-
-    Categories that first appear in the holdout hours (new stores) still get their own
-    entries, so the next fine-tunes can learn them instead of folding them into the OOV bucket.
-    """
-    s = ctx.settings
-    model = build_model(ctx.schema, s, seen)
-    train(
-        model,
-        ctx.schema,
-        rows,
-        epochs=s.retrain_epochs,
-        learning_rate=s.retrain_learning_rate,
-        batch_size=s.batch_size,
-        seed=s.seed,
-        sample_weight=weights,
-    )
-    return model
 
 
 # --- validation and drift ------------------------------------------------------------------
@@ -851,12 +708,11 @@ def _signal(drift: DriftReport | None, result: CycleResult) -> DriftSignal:
     return drift.to_signal(concept_drift_alarm=result.concept_drift_alarm)
 
 
-def _note_retrain(
-    result: CycleResult, plan: WindowPlan, window: Window, reused_version: str | None
-) -> None:
+def _note_retrain(result: CycleResult, plan: WindowPlan, window: Window, judged: Judgement) -> None:
     """Ask for a full retrain when the planner's drift policy does (and no past champion was
     brought back instead); the rule is the trigger."""
-    request = retrain_after_reuse(plan.retrain, reused_version)
+    request = judged.retrain
+    assert request is not None
     if not request.retrain:
         if plan.retrain.retrain:  # asked for, but the reuse answered the alarm: say so
             result.reasons.append(request.reasons[-1])
