@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tasks import aliases, cycle
+from tasks import aliases, judge
 from tasks.cycle import CycleContext, finetune_window
 from tasks.model import build_model, train
 from tasks.settings import Settings
@@ -72,13 +72,13 @@ def test_a_finetune_window_writes_the_registry_once_after_the_fit(
     aliases.promote(s, schema.name, version, trigger="test", reasons=["first champion"])
 
     fitted: list[bool] = []
-    real_copy = cycle.fine_tune_copy
+    real_copy = judge.fine_tune_copy  # the fine-tune step copies the champion first
 
     def fine_tune_copy(champion: Any) -> Any:
         fitted.append(True)
         return real_copy(champion)
 
-    monkeypatch.setattr(cycle, "fine_tune_copy", fine_tune_copy)
+    monkeypatch.setattr(judge, "fine_tune_copy", fine_tune_copy)
     writes = count_writes(monkeypatch, fitted)
     ctx = CycleContext(settings=s, schema=schema)
     result = finetune_window(ctx, Window(BASE, BASE + timedelta(hours=1)))
