@@ -159,9 +159,10 @@ def readme_section(report: dict[str, Any], report_path: str) -> str:
         "report; `python -m bench --help` lists the options. "
         "Speed, replay, read, scoring and scale go through the real broker, MLflow store and "
         "the project's code; model quality replays the simulator in memory through the "
-        "pipeline's own training, gate and drift functions (the report says what it skips "
-        "and what it still copies). Strategy (default) runs the shipped settings; the goals "
-        "of issue 13 are checked per scenario in the second table.",
+        "pipeline's own planner and decision steps (tasks/plan.py, tasks/judge.py; the report "
+        "says what the in-memory executor skips). Strategy (default) runs the shipped "
+        "settings; the goals of issue 13 are checked per scenario in the second table, each "
+        "mean accuracy beside the ceiling no learner can pass on those records.",
         "",
     ]
     if report.get("quality_regenerated"):
