@@ -65,7 +65,8 @@ def check(stats: dict[str, dict[str, Any]], peers: list[str]) -> list[dict[str, 
         ours = by[DEFAULT]
         floor, others = GOALS[scenario]
         accuracy = ours["mean_accuracy"]["value"]
-        ceiling = by.get("ceiling", {}).get("mean_accuracy", {}).get("value")
+        best = by.get("ceiling", {})
+        ceiling = best.get("mean_accuracy", {}).get("value")
         measured = _pct(accuracy) + ("" if ceiling is None else f" (ceiling {_pct(ceiling)})")
         rows.append(
             _row(
@@ -77,7 +78,10 @@ def check(stats: dict[str, dict[str, Any]], peers: list[str]) -> list[dict[str, 
         )
         for goal, name, test in others:
             value = ours.get(name)
-            rows.append(_row(scenario, goal, "none" if value is None else str(value), test(value)))
+            shown = "none" if value is None else str(value)
+            if name in best:  # the oracle's own figure on the same measure
+                shown += f" (ceiling {'none' if best[name] is None else best[name]})"
+            rows.append(_row(scenario, goal, shown, test(value)))
         for peer in peers:
             theirs = by[peer]["mean_accuracy"]["value"]
             beaten = accuracy is not None and theirs is not None and accuracy > theirs

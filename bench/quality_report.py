@@ -27,6 +27,7 @@ HOUR_MS = 3_600_000
 TRAILING = 8  # windows: one simulated day of daylight hours
 RECOVERY_POINTS = 0.02
 DUMMY = "dummy-alarm"
+RECOVERY_KEYS = ("windows_to_recover", "windows_to_recover_on_return")
 CEILING = "ceiling"  # bench.ceiling's oracle: the best mean accuracy any learner could reach
 RETURN_DAYS = 7  # recurring: the old concept comes back one drift_period after the change
 
@@ -91,6 +92,19 @@ def alarm_measures(records: list[WindowRecord], drift_ms: int, scenario: str) ->
     return out
 
 
+def ceiling_stats(oracle: Outcome, drift_ms: int, scenario: str) -> dict[str, Any]:
+    """The oracle's accuracy and, on the same records and measure, its recovery: label noise
+    alone can keep even the oracle from 4 windows in a row near a lucky pre-change day, so a
+    recovery goal below the oracle's figure cannot be met on these records."""
+    best = summarize(oracle, drift_ms, scenario)
+    out = {k: best[k] for k in ("mean_accuracy", "worst_day_accuracy")}
+    measures = alarm_measures(oracle.windows, drift_ms, scenario)
+    for key in RECOVERY_KEYS:
+        if key in measures:
+            out[key] = measures[key]
+    return out
+
+
 def summarize(outcome: Outcome, drift_ms: int, scenario: str) -> dict[str, Any]:
     from bench.quality import NO_CHANGE
 
@@ -140,8 +154,7 @@ def quality_section(
             dummy = alarm_measures(dummy_alarm(by[DEFAULT].windows), drift_ms, sc)
             stats[sc][DUMMY] = {k: dummy[k] for k in ("alarm_delay_windows", "false_alarms")}
         if ceilings is not None and sc in ceilings:
-            best = summarize(ceilings[sc], drift_ms, sc)
-            stats[sc][CEILING] = {k: best[k] for k in ("mean_accuracy", "worst_day_accuracy")}
+            stats[sc][CEILING] = ceiling_stats(ceilings[sc], drift_ms, sc)
     keys = [k for k in names if all(k in stats[sc] for sc in stats)]
     goals = quality_goals.check(stats, [p for p in peers if p in keys])
     images = []
@@ -300,7 +313,10 @@ def _notes(
         "Ceiling (in the goals table) = the mean accuracy of an oracle that knows the "
         "simulator's busy rules and, at each instant, the chance that a record follows the "
         "shifted ones (bench/ceiling.py): only label noise and the gradual ramp's coin flips "
-        "beat it, so no learner can score above it on these records.",
+        "beat it, so no learner can score above it on these records. Beside a recovery goal, "
+        "the ceiling is the oracle's own windows to recover on the same measure: with 5 % "
+        "label noise even the oracle is not always within 2 points of the day before the "
+        "change for 4 windows in a row, so a goal below its figure cannot be met here.",
         "(c) and (default) share their history until (default) first retrains on drift; "
         "scenarios with identical records before the drift share those days "
         f"({shared_prefix}); a retrain of the same rows is fitted once and reused "

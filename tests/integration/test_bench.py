@@ -109,6 +109,9 @@ def _check_quality_fields(quality: dict[str, Any]) -> None:
     assert all(isinstance(g["met"], bool) and g["measured"] for g in goals)
     floors = [g for g in goals if g["goal"].startswith("mean accuracy")]
     assert floors and all("(ceiling " in g["measured"] for g in floors)
+    assert "windows_to_recover" in sudden["ceiling"]  # the oracle's recovery, same measure
+    (recovery,) = [g for g in goals if g["goal"] == "back within 8 windows"]
+    assert "(ceiling " in recovery["measured"]
 
 
 @pytest.mark.slow

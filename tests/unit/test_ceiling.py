@@ -10,6 +10,7 @@ import pytest
 
 from bench.ceiling import oracle_outcome
 from bench.quality_goals import check
+from bench.quality_report import ceiling_stats
 from bench.replica import simulated_frame
 from tasks.schema import load_schema
 from tasks.simulator import RULES_BASE, RULES_SHIFTED, SimulationConfig, rules_at, shifted_share
@@ -98,3 +99,29 @@ def test_the_goals_table_shows_the_ceiling_beside_the_mean_accuracy() -> None:
     assert row["measured"] == "87.3 % (ceiling 92.5 %)" and row["met"] is False
     del stats["gradual"]["ceiling"]
     assert check(stats, [])[0]["measured"] == "87.3 %"
+
+
+def test_a_recovery_goal_shows_the_oracles_own_recovery_on_the_same_measure() -> None:
+    stats = {
+        "sudden": {
+            "default": {"mean_accuracy": {"value": 92.2, "unit": "%"}, "windows_to_recover": 39},
+            "ceiling": {"mean_accuracy": {"value": 95.1, "unit": "%"}, "windows_to_recover": 18},
+        }
+    }
+    recovery = next(r for r in check(stats, []) if r["goal"] == "back within 8 windows")
+    assert recovery["measured"] == "39 (ceiling 18)" and recovery["met"] is False
+    del stats["sudden"]["ceiling"]["windows_to_recover"]
+    recovery = next(r for r in check(stats, []) if r["goal"] == "back within 8 windows")
+    assert recovery["measured"] == "39"
+
+
+def test_the_ceiling_row_measures_the_oracles_recovery_from_its_windows() -> None:
+    config = _config("recurring")  # no label noise: the oracle never dips
+    frame = simulated_frame(load_schema(DRONE), config)
+    first, last = int(START.timestamp() * 1000), int(frame["_event_ms"].max()) + 1
+    oracle = oracle_outcome(config, frame, first, last, HOUR_MS)
+    drift_ms = int(DRIFT.timestamp() * 1000)
+    row = ceiling_stats(oracle, drift_ms, "recurring")
+    assert row["windows_to_recover"] == 0 and "windows_to_recover_on_return" in row
+    assert row["mean_accuracy"]["value"] == 100.0
+    assert ceiling_stats(oracle, drift_ms, "none")["windows_to_recover"] is None  # no change
