@@ -192,6 +192,15 @@ class _Trainer:
         self.template.compile_from_config(model.get_compile_config())
         self.template.optimizer.build(self.template.trainable_variables)
         self.lock = threading.Lock()
+        # A Normalization layer given its mean and variance holds them as constants, which a
+        # traced step would bake in: every retrain (new statistics) would trace again, about
+        # 0.5 s each. The template holds them in variables instead, loaded from each model.
+        self._statistics = []
+        for layer in _normalizers(self.template):
+            for name in _STATISTICS:
+                held = tf.Variable(getattr(layer, name), trainable=False)
+                object.__setattr__(layer, name, held)  # not a Keras weight: not saved, not tracked
+                self._statistics.append(held)
         features = {
             tensor.name: tf.TensorSpec((None, 1), tf.as_dtype(tensor.dtype), name=tensor.name)
             for tensor in model.inputs
@@ -207,8 +216,12 @@ class _Trainer:
     def _predict(self, x: dict[str, tf.Tensor]) -> tf.Tensor:
         return tf.reshape(self.template(x, training=False), (-1,))
 
+    def _load_statistics(self, model: keras.Model) -> None:
+        _assign(self._statistics, [getattr(n, k) for n in _normalizers(model) for k in _STATISTICS])
+
     def predict(self, model: keras.Model, x: dict[str, tf.Tensor]) -> np.ndarray:
         with self.lock:
+            self._load_statistics(model)
             _assign(self.template.weights, model.weights)
             return np.asarray(self._forward(x), dtype=np.float64)
 
@@ -255,6 +268,7 @@ class _Trainer:
     ) -> list[float]:
         losses = []
         with self.lock:
+            self._load_statistics(model)
             _assign(self.template.variables, model.variables)
             _assign(self.template.optimizer.variables, model.optimizer.variables)
             size = tf.constant(batch_size, tf.int32)
@@ -268,6 +282,25 @@ class _Trainer:
 def _assign(targets: list[Any], sources: list[Any]) -> None:
     for target, source in zip(targets, sources, strict=True):
         target.assign(source)
+
+
+_STATISTICS = ("mean", "variance")  # a Normalization layer's, fitted on the training range
+
+
+def _normalizers(model: keras.Model) -> list[keras.layers.Normalization]:
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Normalization)]
+
+
+def _without_statistics(config: dict[str, Any]) -> dict[str, Any]:
+    """A model's config less its Normalization statistics: models that differ only there
+    share one traced trainer."""
+    layers = []
+    for layer in config["layers"]:
+        if layer.get("class_name") == "Normalization":
+            inner = {k: v for k, v in layer["config"].items() if k not in _STATISTICS}
+            layer = {**layer, "config": inner}
+        layers.append(layer)
+    return {**config, "layers": layers}
 
 
 _TRAINERS: OrderedDict[str, _Trainer] = OrderedDict()
@@ -290,13 +323,15 @@ def _architecture(model: keras.Model) -> str:
             for k, v in model.optimizer.get_config().items()
             if k not in ("learning_rate", "name")
         }
-        key = json.dumps([model.get_config(), optimizer], sort_keys=True, default=str)
+        config = _without_statistics(model.get_config())
+        key = json.dumps([config, optimizer], sort_keys=True, default=str)
         _ARCHITECTURES[model] = key
     return key
 
 
 def _trainer_for(model: keras.Model) -> _Trainer:
-    """The cached trainer for `model`'s architecture (layers, vocabularies, optimizer kind)."""
+    """The cached trainer for `model`'s architecture (layers, vocabularies, optimizer kind;
+    not the normalization statistics, which the trainer loads per call)."""
     key = _architecture(model)
     with _TRAINERS_LOCK:
         trainer = _TRAINERS.get(key)
