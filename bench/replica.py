@@ -193,8 +193,15 @@ class Replica:
         if frame.empty:
             return False
         change = self.alarm.change_start_ms if self.alarm is not None else None
+        returned = self.alarm is not None and self.alarm.serves_returned_concept
         plan = plan_retrain_on_new_concept(
-            schema, s, frame, to_ms(end), change_start_ms=change, fit_probe=self._fit_probe
+            schema,
+            s,
+            frame,
+            to_ms(end),
+            change_start_ms=change,
+            fit_probe=self._fit_probe,
+            returned=scorer(schema, self.champion.model) if returned and self.champion else None,
         )
         if plan.train.empty:
             return False
@@ -225,11 +232,11 @@ class Replica:
         self.past[at.date().isoformat()] = served
         self.past = dict(sorted(self.past.items())[-15:])
 
-    def _new_champion(self, accuracy: float, *, fine_tuned: bool) -> None:
+    def _new_champion(self, accuracy: float, *, fine_tuned: bool, reused: bool = False) -> None:
         if self.alarm is None:
             self.alarm = new_alarm(self.settings, min(max(accuracy, 0.0), 1.0))
         else:
-            self.alarm = self.alarm.with_champion(accuracy, fine_tuned=fine_tuned)
+            self.alarm = self.alarm.with_champion(accuracy, fine_tuned=fine_tuned, reused=reused)
 
     # --- one window's fine-tune (tasks.cycle.finetune_window) -----------------------------
 
@@ -284,7 +291,8 @@ class Replica:
         else:
             self._check_rollback()
         if judged.expected_accuracy is not None:
-            self._new_champion(judged.expected_accuracy, fine_tuned=judged.reused is None)
+            reused = judged.reused is not None
+            self._new_champion(judged.expected_accuracy, fine_tuned=not reused, reused=reused)
         assert judged.retrain is not None
         wanted = self.strategy.drift_retrain and judged.retrain.retrain
         if wanted:

@@ -527,7 +527,7 @@ def _bring_back(ctx: CycleContext, judged: Judgement, trigger: str, result: Cycl
     )
     ctx.models.clear()
     assert judged.expected_accuracy is not None
-    guards.alarm_for_new_champion(ctx, judged.expected_accuracy, fine_tuned=False)
+    guards.alarm_for_new_champion(ctx, judged.expected_accuracy, fine_tuned=False, reused=True)
     result.decision = "reused"
     result.reasons.append(f"reused version {version}")
 
@@ -614,6 +614,7 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
         span.end_ms,
         change_start_ms=change,
         fit_probe=lambda rows, seen, weights: scorer(schema, fit_fresh(ctx, rows, seen, weights)),
+        returned=scorer(schema, champion) if guards.serves_returned_concept(ctx) else None,
     )
     if plan.train.empty:
         result.reasons = ["no rows outside the holdout to train on"]

@@ -70,6 +70,9 @@ class AccuracyAlarm:
     pooled_margin: float = 0.05  # the same, for the test over the last few windows pooled
     fall_start_ms: int | None = None  # where the last alarmed fall itself began (never merged)
     same_change_ms: int = SAME_CHANGE_MS  # a fall starting sooner after the change is part of it
+    # The change point for which a past champion was brought back: while the change point
+    # stays there, the serving line is a model of the returning concept as a whole.
+    reused_for_change_ms: int | None = None
 
     @classmethod
     def for_model(
@@ -101,15 +104,30 @@ class AccuracyAlarm:
             same_change_ms=same_change_ms,
         )
 
-    def with_champion(self, holdout_accuracy: float, *, fine_tuned: bool) -> AccuracyAlarm:
+    @property
+    def serves_returned_concept(self) -> bool:
+        """Was the serving line brought back from the registry for the current change? Its
+        champion then knows the returning concept on every day and hour, not only on those
+        seen since the change."""
+        return self.reused_for_change_ms is not None and (
+            self.reused_for_change_ms == self.change_start_ms
+        )
+
+    def with_champion(
+        self, holdout_accuracy: float, *, fine_tuned: bool, reused: bool = False
+    ) -> AccuracyAlarm:
         """The state for a newly promoted champion; its holdout accuracy becomes the expected one.
 
         A fine-tune continues its parent's line: the cumulative tests go on. A new model (a
         retrain, a reused version) starts them from its own holdout error. The window
-        history and the change point are kept either way.
+        history and the change point are kept either way; a reused version marks the
+        change point as one a past champion answered.
         """
+        marked = self.change_start_ms if reused else self.reused_for_change_ms
         if fine_tuned:
-            return replace(copy.deepcopy(self), expected=holdout_accuracy)
+            return replace(
+                copy.deepcopy(self), expected=holdout_accuracy, reused_for_change_ms=marked
+            )
         fresh = AccuracyAlarm.for_model(
             holdout_accuracy,
             confidence=self.confidence,
@@ -122,7 +140,7 @@ class AccuracyAlarm:
             same_change_ms=self.same_change_ms,
         )
         fresh.history, fresh.change_start_ms = list(self.history), self.change_start_ms
-        fresh.fall_start_ms = self.fall_start_ms
+        fresh.fall_start_ms, fresh.reused_for_change_ms = self.fall_start_ms, marked
         return fresh
 
     def update(self, accuracy: float, rows: int, start_ms: int) -> AlarmVerdict:

@@ -171,7 +171,9 @@ def save_planning_state(ctx: CycleContext) -> None:
     del ctx.cache["planning_unsaved"]  # only once written: a retried commit writes it again
 
 
-def alarm_for_new_champion(ctx: CycleContext, holdout_accuracy: float, *, fine_tuned: bool) -> None:
+def alarm_for_new_champion(
+    ctx: CycleContext, holdout_accuracy: float, *, fine_tuned: bool, reused: bool = False
+) -> None:
     """A promoted champion is judged against its own holdout accuracy from the next window on;
     a new model (retrain, reuse) starts the cumulative test from its own error, not blank."""
     if "alarm" not in ctx.cache or "episodes" not in ctx.cache:
@@ -182,7 +184,7 @@ def alarm_for_new_champion(ctx: CycleContext, holdout_accuracy: float, *, fine_t
     if current is None:
         alarm = _fresh_alarm(ctx, holdout_accuracy)
     else:
-        alarm = current.with_champion(holdout_accuracy, fine_tuned=fine_tuned)
+        alarm = current.with_champion(holdout_accuracy, fine_tuned=fine_tuned, reused=reused)
     _store(ctx, alarm, ctx.cache["episodes"])
 
 
@@ -190,6 +192,12 @@ def change_start(ctx: CycleContext) -> int | None:
     """Where the last alarmed change began (epoch ms), for a retrain the alarm asked for."""
     alarm = ctx.cache.get("alarm") or _stored_state(ctx)[0]
     return alarm.change_start_ms if alarm is not None else None
+
+
+def serves_returned_concept(ctx: CycleContext) -> bool:
+    """Was the serving champion's line brought back from the registry for the current change?"""
+    alarm = ctx.cache.get("alarm") or _stored_state(ctx)[0]
+    return alarm is not None and alarm.serves_returned_concept
 
 
 def _store(ctx: CycleContext, alarm: AccuracyAlarm, episodes: DriftEpisodes) -> None:

@@ -19,15 +19,16 @@ How the executor (`tasks/cycle.py`) calls it:
   (`tasks.reuse.score_models`) and calls `tasks.reuse.choose_reuse`. If
   `plan.retrain.retrain`, it runs a retrain with `plan.retrain.rule` as its trigger. The
   commit step stores `plan.alarm_state.to_json()` and `plan.episodes.to_json()` with the
-  version, nothing earlier. On a promotion it calls
-  `plan.alarm_state.with_champion(holdout accuracy, fine_tuned=...)` so the next window is
-  compared with the new champion; a retrained or reused one starts the cumulative tests from
-  its own holdout error (never `guards.reset_detector`'s blank state). Rollback stays
-  `tasks.gate.decide_rollback` over live accuracy, after the gate.
+  version, nothing earlier. On a promotion it calls `plan.alarm_state.with_champion(holdout
+  accuracy, fine_tuned=..., reused=...)` so the next window is compared with the new
+  champion; a retrained or reused one starts the cumulative tests from its own holdout error
+  (never `guards.reset_detector`'s blank state). Rollback stays `tasks.gate.decide_rollback`
+  over live accuracy, after the gate.
 - Full retrain over a range (`frame`, the whole range read and validated):
   `plan = plan_retrain_on_new_concept(schema, settings, frame, end_ms,
   change_start_ms=alarm.change_start_ms, fit_probe=...)`, which after a change fits a probe
-  on the post-change rows (the executor's own fit) and plans again with `agrees=probe`
+  on the post-change rows (the executor's own fit) and plans again with `agrees=probe`, or,
+  when `alarm.serves_returned_concept`, with the serving champion as `returned` and no probe
   (`plan_retrain` alone is the single step); fit on `plan.train` / `plan.weights`,
   build vocabularies from `plan.vocabulary`, store `reference_for_range(schema,
   plan.vocabulary)` as the reference profile, and gate on `plan.holdouts` with
@@ -338,6 +339,7 @@ def plan_retrain_on_new_concept(
     *,
     change_start_ms: int | None,
     fit_probe: Fit,
+    returned: Model | None = None,
 ) -> RetrainPlan:
     """`plan_retrain`, with the older rows judged by a probe fitted on the post-change rows.
 
@@ -346,10 +348,22 @@ def plan_retrain_on_new_concept(
     A probe that has seen the new concept alone keeps only the old rows it agrees with, so
     every weekday learns the new rules where they differ. The executor (`tasks/cycle.py`) and
     the benchmark's replica call this with their own fit.
+
+    When a past champion was brought back for this change (`returned`, the serving model;
+    `AccuracyAlarm.serves_returned_concept`), it judges the old rows instead: it knows the
+    returning concept on the days and hours the rows since the change do not show yet, where
+    a probe of those rows would drop the concept's own old weekend rows and keep the
+    interlude's (in the recurring benchmark the next Saturday fell to 0.52).
     """
     plan = plan_retrain(schema, settings, frame, end_ms, change_start_ms=change_start_ms)
     if plan.probe is None:
         return plan
+    if returned is not None:
+        judged = plan_retrain(
+            schema, settings, frame, end_ms, change_start_ms=change_start_ms, agrees=returned
+        )
+        note = "older rows judged by the champion brought back for this change"
+        return replace(judged, reasons=(*judged.reasons, note))
     probe = fit_probe(plan.probe, plan.vocabulary, np.ones(len(plan.probe)))
     judged = plan_retrain(
         schema, settings, frame, end_ms, change_start_ms=change_start_ms, agrees=probe

@@ -591,6 +591,97 @@ def test_a_concept_back_within_the_merge_span_is_scored_for_reuse_on_its_own_row
     )
 
 
+def weekend_busy(concept: str, store_id: int, store_type: str, day: int) -> int:
+    """Concept "R" has weekend rules of its own (odd stores busy on Saturday and Sunday, even
+    ones on weekdays); "B", the interlude, is rule B of `busy` on every day."""
+    if concept == "R":
+        return int(store_id % 2 == (1 if day >= 6 else 0))
+    return busy("B", store_id, store_type)
+
+
+def day_stream(start: datetime, days: int, concept: str) -> pd.DataFrame:
+    """Whole days of 4 daylight windows of 20 stores each, labelled by `weekend_busy`."""
+    frames = []
+    for d in range(days):
+        for h in range(9, 13):
+            frame = window_rows(start + timedelta(days=d, hours=h), "A", stores=20)
+            frame["busy"] = [
+                weekend_busy(concept, sid, kind, day)
+                for sid, kind, day in zip(
+                    frame["store_id"], frame["store_type"], frame["day_of_week"], strict=True
+                )
+            ]
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def model_of_r(frame: pd.DataFrame) -> np.ndarray:
+    """A stand-in for the past champion of R, brought back: it knows R on every day."""
+    keys = zip(frame["store_id"], frame["store_type"], frame["day_of_week"], strict=True)
+    return np.array([0.9 if weekend_busy("R", *key) else 0.1 for key in keys])
+
+
+def test_after_a_reuse_the_retrain_keeps_the_returning_concepts_own_old_weekends() -> None:
+    """Recurring: R, then B for a week, then R again from a Monday. Two days later the nightly
+    retrain learns the rows since the return; a probe fitted on them knows only Monday and
+    Tuesday, so it dropped R's own weekend rows of the week before B and kept B's weekend
+    rows that look like R's weekdays: the Saturday after fell to 0.52 in the benchmark."""
+    monday = T0 + timedelta(days=14)
+    frame = pd.concat(
+        [
+            day_stream(T0 + timedelta(days=2), 5, "R"),  # Wednesday .. Sunday of week 1
+            day_stream(T0 + timedelta(days=7), 7, "B"),
+            day_stream(monday, 2, "R"),
+        ],
+        ignore_index=True,
+    )
+    end_ms = to_ms(monday + timedelta(days=2))
+    saturday = day_stream(monday + timedelta(days=5), 1, "R")
+    change = to_ms(monday + 9 * HOUR)
+    alarm = new_alarm(SETTINGS, 0.95)
+    assert alarm.update(0.5, 100, change).alarm
+    assert not alarm.serves_returned_concept
+    alarm = alarm.with_champion(0.95, fine_tuned=False, reused=True)  # a past champion of R
+    assert alarm.serves_returned_concept
+    assert alarm.with_champion(0.96, fine_tuned=True).serves_returned_concept  # its fine-tunes
+    assert AccuracyAlarm.from_json(alarm.to_json()).serves_returned_concept  # stored and read
+
+    def plan(returned):  # type: ignore[no-untyped-def]
+        return plan_retrain_on_new_concept(
+            DRONE,
+            SETTINGS,
+            frame,
+            end_ms,
+            change_start_ms=alarm.change_start_ms,
+            fit_probe=fit_day_table,
+            returned=returned,
+        )
+
+    def learnt(p) -> float:  # type: ignore[no-untyped-def]
+        return accuracy(fit_day_table(p.train, p.vocabulary, p.weights), saturday)
+
+    # Before: the probe of Monday and Tuesday judges the old rows.
+    assert learnt(plan(None)) <= 0.6
+    # After: the champion brought back for this change judges them.
+    judged = plan(model_of_r)
+    assert learnt(judged) == 1.0 and any("brought back" in r for r in judged.reasons)
+    assert judged.judge_on == (CURRENT,)
+    assert not identities(judged.train) & identities(judged.holdouts[CURRENT])
+
+
+def test_a_new_fall_after_a_reuse_is_judged_by_a_probe_again() -> None:
+    alarm = new_alarm(SETTINGS, 0.95)
+    alarm.update(0.5, 100, 0)
+    alarm = alarm.with_champion(0.95, fine_tuned=False, reused=True)
+    assert alarm.serves_returned_concept
+    later = 8 * 24 * 3_600_000  # past the merge span: a change of its own
+    for i in range(3):
+        alarm.update(0.95, 100, later - (3 - i) * 3_600_000)
+    assert alarm.update(0.4, 100, later).alarm and alarm.change_start_ms == later
+    assert not alarm.serves_returned_concept
+    assert not alarm.with_champion(0.9, fine_tuned=False).serves_returned_concept
+
+
 def test_planning_twice_gives_the_same_rows_and_weights() -> None:
     now = T0 + timedelta(days=3)
     history, rows = stream(T0, 72), window_rows(now)
