@@ -115,7 +115,10 @@ def table(goals: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summary(goals: list[dict[str, Any]]) -> str:
-    missed = [f"{g['scenario']}: {g['goal']} ({g['measured']})" for g in goals if not g["met"]]
+    # "measured" may carry its ceiling in parentheses already: no second pair around it.
+    missed = [
+        f"{g['scenario']}: {g['goal']}, measured {g['measured']}" for g in goals if not g["met"]
+    ]
     met = len(goals) - len(missed)
     if not missed:
         return f"All {len(goals)} goals of issue 13 measured here are met."

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.ceiling import oracle_outcome
-from bench.quality_goals import check
+from bench.quality_goals import check, summary
 from bench.quality_report import ceiling_stats
 from bench.replica import simulated_frame
 from tasks.schema import load_schema
@@ -125,3 +125,15 @@ def test_the_ceiling_row_measures_the_oracles_recovery_from_its_windows() -> Non
     assert row["windows_to_recover"] == 0 and "windows_to_recover_on_return" in row
     assert row["mean_accuracy"]["value"] == 100.0
     assert ceiling_stats(oracle, drift_ms, "none")["windows_to_recover"] is None  # no change
+
+
+def test_the_summary_names_each_missed_goal_with_its_measure_in_one_pair_of_parentheses() -> None:
+    stats = {
+        "sudden": {
+            "default": {"mean_accuracy": {"value": 92.2, "unit": "%"}, "windows_to_recover": 29},
+            "ceiling": {"mean_accuracy": {"value": 95.1, "unit": "%"}, "windows_to_recover": 18},
+        }
+    }
+    line = summary(check(stats, []))
+    assert "sudden: back within 8 windows, measured 29 (ceiling 18)" in line
+    assert "((" not in line and "))" not in line and line.startswith("1 of 3 goals")
