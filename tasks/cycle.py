@@ -604,7 +604,9 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
             f"already retrained on this range from version {parent} (version {existing})"
         ]
         return _finish(ctx, result)
-    change = guards.change_start(ctx)  # the current concept began there (None: no alarm yet)
+    alarm = guards.current_alarm(ctx)  # one read of the stored state for both questions
+    change = alarm.change_start_ms if alarm is not None else None  # None: no alarm yet
+    returned = alarm is not None and alarm.serves_returned_concept
     plan = ctx.stages.run(
         "plan",
         plan_retrain_on_new_concept,
@@ -614,7 +616,7 @@ def retrain_until(ctx: CycleContext, until: datetime, *, trigger: str = "schedul
         span.end_ms,
         change_start_ms=change,
         fit_probe=lambda rows, seen, weights: scorer(schema, fit_fresh(ctx, rows, seen, weights)),
-        returned=scorer(schema, champion) if guards.serves_returned_concept(ctx) else None,
+        returned=scorer(schema, champion) if returned else None,
     )
     if plan.train.empty:
         result.reasons = ["no rows outside the holdout to train on"]

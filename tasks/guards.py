@@ -188,15 +188,21 @@ def alarm_for_new_champion(
     _store(ctx, alarm, ctx.cache["episodes"])
 
 
+def current_alarm(ctx: CycleContext) -> AccuracyAlarm | None:
+    """The alarm state this run holds, else the stored one (one registry read)."""
+    cached: AccuracyAlarm | None = ctx.cache.get("alarm")
+    return cached or _stored_state(ctx)[0]
+
+
 def change_start(ctx: CycleContext) -> int | None:
     """Where the last alarmed change began (epoch ms), for a retrain the alarm asked for."""
-    alarm = ctx.cache.get("alarm") or _stored_state(ctx)[0]
+    alarm = current_alarm(ctx)
     return alarm.change_start_ms if alarm is not None else None
 
 
 def serves_returned_concept(ctx: CycleContext) -> bool:
     """Was the serving champion's line brought back from the registry for the current change?"""
-    alarm = ctx.cache.get("alarm") or _stored_state(ctx)[0]
+    alarm = current_alarm(ctx)
     return alarm is not None and alarm.serves_returned_concept
 
 
