@@ -30,3 +30,36 @@ hypothesis_settings.register_profile(
 )
 hypothesis_settings.register_profile("explore", deadline=None, max_examples=200)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "streamtrain"))
+
+
+def pytest_sessionfinish(session: object, exitstatus: int) -> None:
+    """Stop Prefect's event and log senders, then its temporary server, while pytest's output
+    streams are still open.
+
+    Prefect does both at interpreter exit, when pytest has closed the stream its console
+    handler writes to: the server's stop message, and the events client failing to reconnect
+    to the stopped server, then ended every run with 'Logging error' tracebacks.
+    """
+    import logging
+    import sys
+
+    server = sys.modules.get("prefect.server.api.server")
+    if server is None:  # no test ran a flow in this process
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    # "Stopping temporary server on ...", "Still processing items" while draining: not news.
+    # (Prefect's queue services log under their class names, outside the "prefect" tree.)
+    quiet = [logging.getLogger(n) for n in ("prefect", "EventsWorker", "APILogWorker")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        for worker in (EventsWorker, APILogWorker):
+            worker.drain_all(timeout=10)
+        for instance in list(server.SubprocessASGIServer._instances.values()):
+            instance.stop()
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
