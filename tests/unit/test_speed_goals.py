@@ -203,3 +203,23 @@ def test_a_slow_replay_names_what_its_fine_tunes_and_retrains_took() -> None:
         "window 20 s); 30 retrains 80 s (fit 70 s, read window 10 s); 30 s outside the cycles' "
         "timed stages"
     )
+
+
+def test_the_readme_section_names_the_cpu_the_figures_come_from() -> None:
+    report = {
+        "mode": "full",
+        "duration": fig(20.0, "min"),
+        "generated_at": "2026-12-02T03:00:00Z",
+        "machine": {
+            "cores": fig(2, "cores"),
+            "cpu_model": "AMD EPYC",
+            "load_average_at_start": {"1min": fig(1.0, "")},
+        },
+        "headline": [],
+        "sections": {},
+    }
+    text = readme_section(report, "bench/results/latest.md")
+    assert "2 cores (AMD EPYC), load average" in text
+    assert "on another, TensorFlow's floating-point rounding differs" in text
+    del report["machine"]["cpu_model"]  # an older report: no CPU named, nothing invented
+    assert "2 cores, load average" in readme_section(report, "bench/results/latest.md")
